@@ -1,0 +1,45 @@
+"""The PromptPolicy spec: one schema for the sidecar's policy file, the CRD and the CLI.
+
+``schema`` holds the pydantic models; ``loading`` reads a policy file (YAML, either a
+bare spec or a whole ``PromptPolicy`` object) and resolves block contents from files.
+"""
+
+from promptcache.policy.loading import (
+    LoadedPolicy,
+    PolicyError,
+    describe_validation_error,
+    load_policy_file,
+    parse_policy,
+)
+from promptcache.policy.schema import (
+    Breakpoints,
+    ContentSource,
+    ContextSource,
+    ContextVariable,
+    Match,
+    PolicySpec,
+    PricingOverride,
+    StaticBlock,
+    VolatilePattern,
+    VolatileSpec,
+    parse_duration,
+)
+
+__all__ = [
+    "Breakpoints",
+    "LoadedPolicy",
+    "ContentSource",
+    "ContextSource",
+    "ContextVariable",
+    "Match",
+    "describe_validation_error",
+    "PolicyError",
+    "PolicySpec",
+    "PricingOverride",
+    "StaticBlock",
+    "VolatilePattern",
+    "VolatileSpec",
+    "load_policy_file",
+    "parse_duration",
+    "parse_policy",
+]

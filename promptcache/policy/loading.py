@@ -1,0 +1,127 @@
+"""Reading a policy file: YAML in, a validated ``PolicySpec`` with contents resolved out.
+
+Errors become one ``PolicyError`` whose message names the field and the reason on one
+line, because that line ends up in a CLI, a log, a metric-labelled reload failure or a
+PromptPolicy's status condition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from promptcache.policy.schema import PolicySpec, StaticBlock
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be used, with a one-line reason."""
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not str(part).startswith(("function-", "literal[")):
+            out += ("." if out else "") + str(part)
+    return out or "spec"
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first error of a pydantic ``ValidationError`` as ``field: reason``."""
+    errors = exc.errors()
+    first = errors[0]
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{_loc(tuple(first['loc']))}: {msg}{more}"
+
+
+def parse_policy(data: Any) -> PolicySpec:
+    """Validate a bare spec or a whole ``PromptPolicy`` object (its ``spec`` is used)."""
+    if isinstance(data, dict) and data.get("kind") == "PromptPolicy":
+        data = data.get("spec") or {}
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PolicyError(f"spec: expected a mapping, got {type(data).__name__}")
+    try:
+        return PolicySpec.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(describe_validation_error(exc)) from exc
+
+
+def _read(base: Path, name: str, where: str) -> str:
+    try:
+        return (base / name).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{where}: cannot read {name}: {type(exc).__name__}") from exc
+
+
+def resolve_files(spec: PolicySpec, base: Path) -> PolicySpec:
+    """Inline ``contentFrom.file`` block contents, read relative to ``base``."""
+    blocks: list[StaticBlock] = []
+    for i, block in enumerate(spec.static_blocks):
+        src = block.content_from
+        if src is not None and src.file is not None:
+            text = _read(base, src.file, f"staticBlocks[{i}].contentFrom.file")
+            block = block.model_copy(update={"content": text, "content_from": None})
+        if block.match is not None and block.match.exact_from is not None:
+            efrom = block.match.exact_from
+            if efrom.file is None:
+                raise PolicyError(
+                    f"staticBlocks[{i}].match.exactFrom.configMapKeyRef: resolved by the "
+                    "operator; a local policy file needs exact or exactFrom.file"
+                )
+            text = _read(base, efrom.file, f"staticBlocks[{i}].match.exactFrom.file")
+            block = block.model_copy(
+                update={"match": block.match.model_copy(update={"exact": text, "exact_from": None})}
+            )
+        elif src is not None and src.config_map_key_ref is not None:
+            ref = src.config_map_key_ref
+            raise PolicyError(
+                f"staticBlocks[{i}].contentFrom.configMapKeyRef: {ref.name}/{ref.key} is "
+                "resolved by the operator; a local policy file needs content or file"
+            )
+        blocks.append(block)
+    return spec.model_copy(update={"static_blocks": blocks})
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPolicy:
+    """A validated policy and the name it is known by (the ``policy`` metric label)."""
+
+    name: str
+    spec: PolicySpec
+
+
+def policy_name(data: Any, path: Path) -> str:
+    """``metadata.name`` of a PromptPolicy object, else the file's stem."""
+    if isinstance(data, dict):
+        meta = data.get("metadata")
+        if isinstance(meta, dict) and isinstance(meta.get("name"), str) and meta["name"]:
+            return str(meta["name"])[:63]
+    return path.stem[:63] or "policy"
+
+
+def load_policy_file(path: str | Path) -> LoadedPolicy:
+    """Read, validate and resolve a policy file; raise ``PolicyError`` with one line."""
+    p = Path(path)
+    try:
+        text = p.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{p}: cannot read: {type(exc).__name__}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise PolicyError(f"{p}: not valid YAML{where}") from exc
+    try:
+        spec = resolve_files(parse_policy(data), p.parent)
+    except PolicyError as exc:
+        raise PolicyError(f"{p}: {exc}") from exc
+    return LoadedPolicy(name=policy_name(data, p), spec=spec)

@@ -1,0 +1,280 @@
+"""Pydantic models of the PromptPolicy spec.
+
+This is the single source of truth: the sidecar validates its policy file with it, the
+operator validates PromptPolicy objects with it, and the CRD's OpenAPI schema is
+generated from it (``promptcache_operator.crd``). Field names are camelCase on the wire
+(YAML, CRD) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, examples=["500ms", "5m", "1h30m"])]
+Provider = Literal["anthropic", "openai", "openai-compatible"]
+Ttl = Literal["5m", "1h", "auto"]
+Role = Literal["system", "developer", "user", "assistant"]
+
+
+def parse_duration(value: str) -> float:
+    """Seconds in a Go-style duration such as ``500ms``, ``5m`` or ``1h30m``."""
+    if not re.fullmatch(DURATION_PATTERN, value):
+        raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 2s, 5m, 1h)")
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(value))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class ConfigMapKeyRef(_Model):
+    """A key of a ConfigMap in the policy's namespace (resolved by the operator)."""
+
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field(min_length=1, max_length=253)
+
+
+class ContentSource(_Model):
+    """Where a block's text comes from when it is not inline."""
+
+    config_map_key_ref: ConfigMapKeyRef | None = None
+    """In a cluster: the operator reads this key and inlines it into the rendered policy."""
+    file: str | None = None
+    """Locally: a path, relative to the policy file's folder."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ContentSource:
+        if (self.config_map_key_ref is None) == (self.file is None):
+            raise ValueError("set exactly one of configMapKeyRef or file")
+        return self
+
+
+class Match(_Model):
+    """How to recognise a static block the app sends itself (``mode: match``).
+
+    All given criteria must hold. ``role`` and ``position`` pick the message (position
+    counts messages of that role from 0; the Anthropic top-level ``system`` is role
+    ``system`` position 0); ``exact``, ``prefix`` and ``sha256`` test its text.
+    """
+
+    role: Role = "system"
+    position: int = Field(default=0, ge=0)
+    exact: str | None = Field(default=None, min_length=1)
+    """The block is this text, wherever it stands in the message."""
+    exact_from: ContentSource | None = None
+    """Like ``exact``, with the text from a ConfigMap key or a file."""
+    prefix: str | None = Field(default=None, min_length=1)
+    """The block is this text at the start of the message."""
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """The block is the whole message, whose text must hash to this."""
+
+    @model_validator(mode="after")
+    def _one_text_test(self) -> Match:
+        given = [x for x in (self.exact, self.exact_from, self.prefix, self.sha256) if x]
+        if len(given) > 1:
+            raise ValueError("use at most one of exact, exactFrom, prefix, sha256")
+        return self
+
+
+class StaticBlock(_Model):
+    """A named, unchanging part of the prompt that belongs in the cached prefix."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$", max_length=63)
+    mode: Literal["inject", "match"] = "inject"
+    """``inject``: the sidecar puts the block first (the app no longer sends it);
+    ``match``: the app sends it and ``match`` says how to recognise it."""
+    ttl: Ttl = "5m"
+    """Cache lifetime: ``5m``, ``1h``, or ``auto`` (chosen from observed reuse)."""
+    content: str | None = None
+    """Inline text of the block (``inject`` mode)."""
+    content_from: ContentSource | None = None
+    """Text from a ConfigMap key (cluster) or a file (local), ``inject`` mode."""
+    match: Match | None = None
+    """How to find the block in the request (``match`` mode)."""
+
+    @model_validator(mode="after")
+    def _content_fits_mode(self) -> StaticBlock:
+        if self.mode == "inject":
+            if (self.content is None) == (self.content_from is None):
+                raise ValueError("mode inject needs exactly one of content or contentFrom")
+            if self.match is not None:
+                raise ValueError("match is only for mode match")
+        else:
+            if self.match is None:
+                raise ValueError("mode match needs match")
+            if self.content is not None or self.content_from is not None:
+                raise ValueError("mode match takes no content: the app sends the block")
+        return self
+
+
+class Breakpoints(_Model):
+    """Which tiers get a cache breakpoint (Anthropic; at most 4 in total)."""
+
+    tools: bool = True
+    """After the last tool definition."""
+    system: bool = True
+    """After the static system part."""
+    history: bool = True
+    """After the stable conversation history (the turn before the newest user message)."""
+
+
+class VolatilePattern(_Model):
+    """A policy-defined detector of cache-busting text."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$", max_length=63)
+    regex: str = Field(min_length=1)
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regex: {exc}") from exc
+        if compiled.match(""):
+            raise ValueError("regex matches the empty string")
+        return value
+
+
+BuiltinDetector = Literal["datetime", "uuid", "hex_id", "numeric_id"]
+
+
+class VolatileSpec(_Model):
+    """Cache-busting content in the static part: what to look for and what to do."""
+
+    action: Literal["report", "relocate"] = "report"
+    """``report`` counts what it finds; ``relocate`` moves it behind the cached prefix."""
+    detectors: list[BuiltinDetector] = Field(
+        default_factory=lambda: ["datetime", "uuid", "hex_id", "numeric_id"]
+    )
+    patterns: list[VolatilePattern] = Field(default_factory=list)
+    unmatched_system: Literal["keep", "relocate"] = "keep"
+    """With static blocks in ``match`` mode: system text outside every block (retrieved
+    documents, user metadata) stays in place (``keep``) or moves behind the cached
+    conversation history (``relocate``), so that it stops breaking the prefix."""
+
+
+class ContextVariable(_Model):
+    """A value a context source's URL or headers may use as ``{name}``.
+
+    From the request header ``x-promptcache-<name>`` (``from: header``, the default),
+    or from a request field (``from: field``, ``field`` a dotted path such as
+    ``metadata.user_id`` or ``user``).
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=63)
+    from_: Literal["header", "field"] = Field(default="header", alias="from")
+    field: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+    header: str | None = None
+    """Header name for ``from: header``; default ``x-promptcache-<name>`` (dashes for _)."""
+
+    @model_validator(mode="after")
+    def _field_given(self) -> ContextVariable:
+        if self.from_ == "field" and not self.field:
+            raise ValueError("from: field needs field (e.g. metadata.user_id)")
+        return self
+
+    @property
+    def header_name(self) -> str:
+        return self.header or "x-promptcache-" + self.name.replace("_", "-")
+
+
+def template_names(template: str) -> set[str]:
+    """The ``{name}`` placeholders of a URL or header template."""
+    names: set[str] = set()
+    for _, field, spec, conv in string.Formatter().parse(template):
+        if field is None:
+            continue
+        if not field.isidentifier() or spec or conv:
+            raise ValueError(f"bad placeholder {{{field}}}: use plain {{name}}")
+        names.add(field)
+    return names
+
+
+class ContextSource(_Model):
+    """Per-request context the sidecar fetches, in parallel with the others."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$", max_length=63)
+    method: Literal["GET", "POST"] = "GET"
+    url: str = Field(pattern=r"^https?://")
+    """URL template; ``{var}`` placeholders are filled URL-encoded from ``variables``."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = "1s"
+    retries: int = Field(default=0, ge=0, le=5)
+    required: bool = False
+    """Fail the request (provider-shaped error naming the source) when this fails."""
+    max_bytes: int = Field(default=65536, ge=1, le=8 * 1024 * 1024)
+    cache_for: Duration | None = None
+    """Memoise a result for this long, per distinct URL."""
+
+
+class PricingOverride(_Model):
+    """Prices for this policy's model, replacing the shipped table (USD per million)."""
+
+    input_per_mtok: float | None = Field(default=None, ge=0)
+    output_per_mtok: float | None = Field(default=None, ge=0)
+    write_5m_multiplier: float | None = Field(default=None, ge=0)
+    write_1h_multiplier: float | None = Field(default=None, ge=0)
+    read_multiplier: float | None = Field(default=None, ge=0)
+
+
+class PolicySpec(_Model):
+    """The ``spec`` of a PromptPolicy, and the sidecar's policy file."""
+
+    provider: Provider = "anthropic"
+    mode: Literal["enforce", "observe"] = "enforce"
+    """``observe`` plans and measures but forwards requests unchanged."""
+    min_cacheable_tokens: int | None = Field(default=None, ge=1)
+    """Override of the model table's minimum cacheable prefix."""
+    static_blocks: list[StaticBlock] = Field(default_factory=list, max_length=16)
+    breakpoints: Breakpoints = Field(default_factory=Breakpoints)
+    volatile: VolatileSpec = Field(default_factory=VolatileSpec)
+    canonical_tool_order: bool = False
+    """Sort tools by name, for apps that build tool lists in an unstable order."""
+    prompt_cache_key: str | None = Field(default=None, max_length=64)
+    """OpenAI ``prompt_cache_key``; default policy name + static hash."""
+    context_sources: list[ContextSource] = Field(default_factory=list, max_length=16)
+    context_variables: list[ContextVariable] = Field(default_factory=list, max_length=32)
+    context_deadline: Duration = "2s"
+    """Overall deadline for all context sources together."""
+    pricing: PricingOverride | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PolicySpec:
+        names = [b.name for b in self.static_blocks]
+        if len(names) != len(set(names)):
+            raise ValueError("staticBlocks names must be unique")
+        src_names = [s.name for s in self.context_sources]
+        if len(src_names) != len(set(src_names)):
+            raise ValueError("contextSources names must be unique")
+        known = {v.name for v in self.context_variables}
+        for i, src in enumerate(self.context_sources):
+            used = template_names(src.url)
+            for value in src.headers.values():
+                used |= template_names(value)
+            unknown = sorted(used - known)
+            if unknown:
+                raise ValueError(
+                    f"contextSources[{i}] ({src.name}) uses unknown variable "
+                    f"{{{unknown[0]}}}: declare it in contextVariables"
+                )
+            if parse_duration(src.timeout) <= 0:
+                raise ValueError(f"contextSources[{i}] ({src.name}) timeout must be > 0")
+        return self
+
+    def block(self, name: str) -> StaticBlock:
+        for b in self.static_blocks:
+            if b.name == name:
+                return b
+        raise KeyError(name)

@@ -1,0 +1,62 @@
+"""Cost of a call in USD, as billed and as it would have been without caching.
+
+Anthropic bills cache writes at 1.25x (5m) or 2x (1h) of base input and reads at 0.1x;
+OpenAI bills cached input at a per-model discount. "Without caching" prices every input
+token at the base rate, which is what the app paid before promptcache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from promptcache.models import ModelInfo, Provider, lookup
+from promptcache.policy.schema import PricingOverride
+from promptcache.usage import Usage
+
+_PER_TOKEN = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """Input and output cost of one call, USD."""
+
+    input: float
+    output: float
+    input_without_cache: float
+
+    @property
+    def total(self) -> float:
+        return self.input + self.output
+
+    @property
+    def total_without_cache(self) -> float:
+        return self.input_without_cache + self.output
+
+    @property
+    def saved(self) -> float:
+        return self.input_without_cache - self.input
+
+
+def model_info(provider: Provider, model: str | None, override: PricingOverride | None) -> ModelInfo:
+    """The table entry for ``model`` with a policy's price override applied."""
+    info = lookup(provider, model)
+    if override is None:
+        return info
+    changes = {k: v for k, v in override.model_dump().items() if v is not None}
+    return replace(info, **changes)
+
+
+def cost(usage: Usage, info: ModelInfo) -> Cost:
+    """Price ``usage`` with ``info``'s rates."""
+    base = info.input_per_mtok * _PER_TOKEN
+    spent = base * (
+        usage.uncached
+        + usage.cache_read * info.read_multiplier
+        + usage.cache_write_5m * info.write_5m_multiplier
+        + usage.cache_write_1h * info.write_1h_multiplier
+    )
+    return Cost(
+        input=spent,
+        output=usage.output * info.output_per_mtok * _PER_TOKEN,
+        input_without_cache=base * usage.total_input,
+    )

@@ -1,0 +1,28 @@
+"""The cache planner: pure code that rewrites a request so its prefix caches.
+
+Given a parsed request and the pod's policy it returns the request to send and a
+``Plan`` saying what moved, where each breakpoint is and why. No I/O happens here,
+so every rule is tested with plain data and property tests.
+"""
+
+from sidecar.planner.engine import Planner
+from sidecar.planner.types import (
+    Breakpoint,
+    ContextBlock,
+    MissReason,
+    Plan,
+    PlanRequest,
+    Relocation,
+    Route,
+)
+
+__all__ = [
+    "Breakpoint",
+    "ContextBlock",
+    "MissReason",
+    "Plan",
+    "PlanRequest",
+    "Planner",
+    "Relocation",
+    "Route",
+]
