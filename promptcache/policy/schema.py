@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import string
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -193,7 +194,11 @@ class ContextVariable(_Model):
 def template_names(template: str) -> set[str]:
     """The ``{name}`` placeholders of a URL or header template."""
     names: set[str] = set()
-    for _, field, spec, conv in string.Formatter().parse(template):
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"bad template: {exc} (write a literal brace as {{{{ or }}}})") from exc
+    for _, field, spec, conv in parts:
         if field is None:
             continue
         if not field.isidentifier() or spec or conv:
@@ -202,21 +207,83 @@ def template_names(template: str) -> set[str]:
     return names
 
 
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+DEFAULT_CONTEXT_PLACEHOLDER = "[context unavailable: {reason}]"
+
+
+def check_url_template(template: str) -> str:
+    """Raise ``ValueError`` unless ``template`` is a usable context URL template.
+
+    Placeholders may sit in the path and query only: a request-controlled value must
+    never choose the scheme, host or port the sidecar connects to.
+    """
+    names = template_names(template)
+    scheme, sep, rest = template.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise ValueError("bad URL template: must start with http:// or https://")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if not authority or "{" in authority or "}" in authority:
+        raise ValueError(
+            "bad URL template: the host must be literal; put {placeholders} in the path or query"
+        )
+    if re.search(r"\s", template):
+        raise ValueError("bad URL template: contains whitespace")
+    sample = string.Formatter().vformat(template, (), dict.fromkeys(names, "x"))
+    try:
+        parsed = urlsplit(sample)
+        _ = parsed.port
+    except ValueError as exc:
+        raise ValueError(f"bad URL template: {exc}") from exc
+    if not parsed.hostname:
+        raise ValueError("bad URL template: no host")
+    return template
+
+
 class ContextSource(_Model):
-    """Per-request context the sidecar fetches, in parallel with the others."""
+    """Per-request context the sidecar fetches, in parallel with the others.
+
+    A failure has a reason (``missing_variable``, ``bad_variable``, ``timeout``,
+    ``deadline``, ``unreachable``, ``status``, ``too_large``, ``not_text``, ``error``):
+    a required source then fails the request; an optional one becomes ``placeholder``.
+    """
 
     name: str = Field(pattern=r"^[a-z0-9_]+$", max_length=63)
     method: Literal["GET", "POST"] = "GET"
     url: str = Field(pattern=r"^https?://")
-    """URL template; ``{var}`` placeholders are filled URL-encoded from ``variables``."""
+    """URL template; ``{var}`` placeholders (path and query only) are filled URL-encoded
+    from ``contextVariables``."""
     headers: dict[str, str] = Field(default_factory=dict)
+    """Request headers; values may use ``{var}`` placeholders, filled as they are (a value
+    holding CR or LF fails the source with ``bad_variable``)."""
     timeout: Duration = "1s"
+    """Per attempt, including reading the answer; always cut short by ``contextDeadline``."""
     retries: int = Field(default=0, ge=0, le=5)
+    """Extra attempts after a connection error, a timeout or a 5xx, within the deadline."""
     required: bool = False
     """Fail the request (provider-shaped error naming the source) when this fails."""
     max_bytes: int = Field(default=65536, ge=1, le=8 * 1024 * 1024)
+    """A longer answer fails with ``too_large``; reading stops there."""
     cache_for: Duration | None = None
-    """Memoise a result for this long, per distinct URL."""
+    """Memoise a successful result for this long, per rendered URL, method and headers."""
+    placeholder: str = Field(default=DEFAULT_CONTEXT_PLACEHOLDER, max_length=256)
+    """What the model reads when this optional source fails; ``{reason}`` becomes the
+    failure reason. Empty: the block is left out."""
+
+    @field_validator("url")
+    @classmethod
+    def _url_template(cls, value: str) -> str:
+        return check_url_template(value)
+
+    @field_validator("headers")
+    @classmethod
+    def _header_templates(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, template in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"bad header name {name!r}")
+            if any(c in template for c in "\r\n\0"):
+                raise ValueError(f"header {name}: value contains CR, LF or NUL")
+            template_names(template)
+        return value
 
 
 class PricingOverride(_Model):
