@@ -59,8 +59,10 @@ mkdir -p "$bin_dir"
 # Serialize concurrent builds (parallel test sessions, several clones).
 if command -v flock >/dev/null 2>&1; then
   exec 9>"$cache_root/.lock-$key"
-  log "waiting for the build lock ($cache_root/.lock-$key)"
-  flock 9
+  if ! flock -n 9; then
+    log "another build holds $cache_root/.lock-$key; waiting"
+    flock 9
+  fi
   if complete; then
     echo "$bin_dir"
     exit 0
@@ -105,7 +107,7 @@ for cmd in kube-apiserver kube-controller-manager; do
     log "$cmd already built"
     continue
   fi
-  log "building $cmd ${KUBE_VERSION} (kube-apiserver takes 10-20 minutes on 2 cores)"
+  log "building $cmd ${KUBE_VERSION} (minutes: kube-apiserver alone takes 5-15 on 2 cores)"
   t0=$SECONDS
   (cd "$here/kube" && go build -trimpath -ldflags="$kube_ldflags" -o "$tmp_dir/$cmd" "k8s.io/kubernetes/cmd/$cmd")
   install_bin "$cmd"

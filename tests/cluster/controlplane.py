@@ -410,6 +410,10 @@ class ControlPlane:
                 f"--etcd-servers={self.etcd_url}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
+                # Endpoints may not hold loopback IPs: with 127.0.0.1 advertised, the default
+                # reconciler fails every 10 s. Nothing in-cluster needs the kubernetes
+                # Service's endpoints here (no pods run), so it is switched off.
+                "--endpoint-reconciler-type=none",
                 f"--secure-port={port}",
                 f"--cert-dir={self.work_dir / 'apiserver-certs'}",
                 f"--tls-cert-file={pki.serving_cert}",
