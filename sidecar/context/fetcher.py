@@ -20,7 +20,7 @@ import aiohttp
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_exponential_jitter
+from tenacity.wait import wait_exponential, wait_random
 from yarl import URL
 
 from promptcache.policy.schema import ContextSource, PolicySpec, parse_duration
@@ -241,9 +241,8 @@ class ContextFetcher:
     def _retrying(src: ContextSource) -> AsyncRetrying:
         return AsyncRetrying(
             stop=stop_after_attempt(src.retries + 1),
-            wait=wait_exponential_jitter(
-                initial=RETRY_INITIAL_WAIT, max=RETRY_MAX_WAIT, jitter=RETRY_INITIAL_WAIT
-            ),
+            wait=wait_exponential(multiplier=RETRY_INITIAL_WAIT, max=RETRY_MAX_WAIT)
+            + wait_random(0, RETRY_INITIAL_WAIT),
             retry=retry_if_exception_type(_RETRYABLE),
             reraise=True,
         )

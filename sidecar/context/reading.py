@@ -3,7 +3,8 @@
 The answer is streamed and reading stops one byte past the limit, so a source that
 sends megabytes costs the sidecar at most ``maxBytes`` of memory. A declared content
 type must be textual (``text/*``, JSON, XML, YAML and their ``+json``/``+xml``
-variants); without one, the bytes must be UTF-8 with no NUL.
+variants); without one, or with ``application/octet-stream`` (what many servers send
+when they do not know), the bytes must be UTF-8 with no NUL.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ TEXT_TYPES = frozenset(
 )
 """Non-``text/*`` media types that are text a model can read."""
 _TEXT_SUFFIXES = ("+json", "+xml", "+yaml")
+_UNKNOWN_TYPE = "application/octet-stream"
 _CHUNK = 64 * 1024
 
 
@@ -59,7 +61,7 @@ def decode(data: bytes, *, declared: bool, charset: str | None) -> str:
 
 async def read_text(resp: aiohttp.ClientResponse, *, max_bytes: int) -> tuple[str, int]:
     """The answer's text and its size in bytes; ``not_text`` or ``too_large`` otherwise."""
-    declared = hdrs.CONTENT_TYPE in resp.headers
+    declared = hdrs.CONTENT_TYPE in resp.headers and resp.content_type != _UNKNOWN_TYPE
     if declared and not is_text_type(resp.content_type):
         raise SourceError("not_text", status=resp.status)
     if resp.content_length is not None and resp.content_length > max_bytes:
