@@ -1,0 +1,111 @@
+"""Recording what one call did, once it is over: outcome, tokens, cost, timing, cache misses.
+
+Everything is counted exactly once per call, at its end, from the final usage (for a
+stream: the usage the stream reported last, never a sum of its events), which is where
+the peer gateways double-counted cache writes. Recording fails open too: a bug here
+costs a metric, never the app's answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from opentelemetry.trace import Span
+
+from promptcache.models import Provider
+from promptcache.policy import LoadedPolicy
+from sidecar.errors import Family
+from sidecar.planner import Plan
+from sidecar.relay import Relayed
+from sidecar.state import SidecarState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Call:
+    """Bookkeeping of one proxied call while it runs."""
+
+    arrived: float
+    """``perf_counter`` when the handler started."""
+    family: Family
+    provider: Provider
+    policy: LoadedPolicy | None
+    policy_label: str
+    model: str = "other"
+    span: Span | None = None
+    plan: Plan | None = None
+    outcome: str = "ok"
+    """Outcome when the call ends without a relayed answer (rejected, unreachable, ...)."""
+    status: int | None = None
+    retries: int = 0
+    excluded: float = 0.0
+    """Seconds not spent by the sidecar before sending: the app's body upload, context."""
+    sent_at: float | None = None
+    """``perf_counter`` when the first upstream attempt started."""
+
+
+def finish(state: SidecarState, call: Call, seen: Relayed | None) -> None:
+    """Record the call in metrics and its span; never raises."""
+    try:
+        _record(state, call, seen)
+    except Exception as exc:
+        state.metrics.transform_errors.labels(call.provider, "measure").inc()
+        log.warning("recording a call failed: %s", type(exc).__name__)
+    finally:
+        usage = seen.usage if seen else None
+        state.tracer.finish(
+            call.span,
+            status=seen.status if seen else call.status,
+            outcome=seen.outcome if seen else call.outcome,
+            response_model=seen.model if seen else None,
+            usage=usage,
+            retries=call.retries,
+            policy=call.policy_label,
+        )
+
+
+def _record(state: SidecarState, call: Call, seen: Relayed | None) -> None:
+    metrics = state.metrics
+    ended = time.perf_counter()
+    provider, model, policy = call.provider, call.model, call.policy_label
+    outcome = seen.outcome if seen else call.outcome
+    metrics.requests.labels(provider, model, policy, outcome).inc()
+    if call.sent_at is not None:
+        busy = seen.busy if seen else 0.0
+        own = max(0.0, call.sent_at - call.arrived - call.excluded) + busy
+        metrics.overhead.labels(provider).observe(own)
+    if seen is None:
+        return
+    metrics.duration.labels(provider, policy).observe(ended - call.arrived)
+    if seen.first_byte_at is not None:
+        metrics.ttft.labels(provider, policy).observe(seen.first_byte_at - call.arrived)
+    pricing = call.policy.spec.pricing if call.policy else None
+    usage = seen.usage
+    if usage is not None:
+        metrics.record_usage(
+            provider=provider, model=model, policy=policy, usage=usage, pricing=pricing
+        )
+    plan = call.plan
+    if plan is None:
+        return
+    for detector, count in plan.volatile_found.items():
+        metrics.volatile_spans.labels(policy, detector).inc(count)
+    if plan.observe_only:
+        if plan.expected_cached_tokens > 0:
+            metrics.record_prediction(
+                provider=provider,
+                model=model,
+                policy=policy,
+                cacheable_tokens=plan.expected_cached_tokens,
+                pricing=pricing,
+            )
+    else:
+        for breakpoint in plan.breakpoints:
+            metrics.breakpoints.labels(policy, breakpoint.tier).inc()
+    if usage is not None and seen.status == 200:
+        miss = state.planner.record_outcome(plan, usage, time.monotonic())
+        if miss is not None:
+            metrics.cache_misses.labels(policy, miss).inc()
