@@ -123,13 +123,16 @@ async def test_connection_refused_is_a_provider_shaped_502(start_sidecar: StartS
     assert isinstance(ocaught.value.body, dict)
     assert set(ocaught.value.body) == {"message", "type", "param", "code"}
     assert _retries(sc, "anthropic", "connection") == 2
-    assert sc.metric(
-        "promptcache_requests_total",
-        provider="anthropic",
-        model=MODEL,
-        policy="none",
-        outcome="unreachable",
-    ) == 1
+    assert (
+        sc.metric(
+            "promptcache_requests_total",
+            provider="anthropic",
+            model=MODEL,
+            policy="none",
+            outcome="unreachable",
+        )
+        == 1
+    )
 
 
 async def test_reset_before_first_byte_is_retried(
@@ -172,13 +175,16 @@ async def test_reset_mid_stream_ends_with_an_error_event_and_sidecar_stays_up(
         # The sidecar is healthy: the next call works.
         again = await client.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
         assert again.content
-    assert sc.metric(
-        "promptcache_requests_total",
-        provider="anthropic",
-        model=MODEL,
-        policy="none",
-        outcome="stream_error",
-    ) == 1
+    assert (
+        sc.metric(
+            "promptcache_requests_total",
+            provider="anthropic",
+            model=MODEL,
+            policy="none",
+            outcome="stream_error",
+        )
+        == 1
+    )
     async with aiohttp.ClientSession() as http, http.get(sc.admin_url + "/healthz") as r:
         assert r.status == 200
 
@@ -190,7 +196,9 @@ async def test_openai_reset_mid_stream_raises_in_the_sdk(
     fake_upstream.then(reset_mid_stream(events=2))
     async with openai.AsyncOpenAI(api_key=KEY, base_url=sc.openai_url, max_retries=0) as client:
         stream = await client.chat.completions.create(
-            model="gpt-4o", messages=MESSAGES, stream=True  # type: ignore[arg-type]
+            model="gpt-4o",
+            messages=MESSAGES,
+            stream=True,  # type: ignore[arg-type]
         )
         with pytest.raises(openai.APIError, match="broke off the stream"):
             async for _ in stream:
