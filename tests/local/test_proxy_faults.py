@@ -13,9 +13,12 @@ import aiohttp
 import anthropic
 import openai
 import pytest
+from anthropic.types import MessageParam
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.local.conftest import (
     FakeUpstream,
+    Sidecar,
     StartSidecar,
     free_port,
     reset_before_headers,
@@ -26,17 +29,16 @@ from tests.local.conftest import (
 
 KEY = "sk-test-key-faults"
 MODEL = "claude-haiku-4-5"
-MESSAGES = [{"role": "user", "content": "hello"}]
+MESSAGES: list[MessageParam] = [{"role": "user", "content": "hello"}]
+CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 
 
 def _anthropic(url: str) -> anthropic.AsyncAnthropic:
     return anthropic.AsyncAnthropic(api_key=KEY, base_url=url, max_retries=0)
 
 
-def _retries(sc: object, provider: str, reason: str) -> float:
-    return float(
-        sc.metric("promptcache_upstream_retries_total", provider=provider, reason=reason)  # type: ignore[attr-defined]
-    )
+def _retries(sc: Sidecar, provider: str, reason: str) -> float:
+    return sc.metric("promptcache_upstream_retries_total", provider=provider, reason=reason)
 
 
 async def test_429_with_retry_after_is_retried_then_succeeds(
@@ -114,11 +116,12 @@ async def test_connection_refused_is_a_provider_shaped_502(start_sidecar: StartS
             await client.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
     assert caught.value.status_code == 502
     body = caught.value.body
-    assert isinstance(body, dict) and body["type"] == "error"
+    assert isinstance(body, dict)
+    assert body["type"] == "error"
     assert dead in body["error"]["message"]
     async with openai.AsyncOpenAI(api_key=KEY, base_url=sc.openai_url, max_retries=0) as oai:
         with pytest.raises(openai.APIStatusError) as ocaught:
-            await oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
+            await oai.chat.completions.create(model="gpt-4o", messages=CHAT)
     assert ocaught.value.status_code == 502
     assert isinstance(ocaught.value.body, dict)
     assert set(ocaught.value.body) == {"message", "type", "param", "code"}
@@ -163,13 +166,14 @@ async def test_reset_mid_stream_ends_with_an_error_event_and_sidecar_stays_up(
     sc = await start_sidecar()
     fake_upstream.then(reset_mid_stream(events=3))
     received: list[str] = []
+
+    async def consume(client: anthropic.AsyncAnthropic) -> None:
+        async with client.messages.stream(model=MODEL, max_tokens=10, messages=MESSAGES) as s:
+            received.extend([event.type async for event in s])
+
     async with _anthropic(sc.url) as client:
         with pytest.raises(anthropic.APIStatusError) as caught:
-            async with client.messages.stream(
-                model=MODEL, max_tokens=10, messages=MESSAGES
-            ) as stream:
-                async for event in stream:
-                    received.append(event.type)
+            await consume(client)
         assert "broke off the stream" in str(caught.value)
         assert received[0] == "message_start"  # what had arrived was relayed first
         # The sidecar is healthy: the next call works.
@@ -195,11 +199,7 @@ async def test_openai_reset_mid_stream_raises_in_the_sdk(
     sc = await start_sidecar()
     fake_upstream.then(reset_mid_stream(events=2))
     async with openai.AsyncOpenAI(api_key=KEY, base_url=sc.openai_url, max_retries=0) as client:
-        stream = await client.chat.completions.create(
-            model="gpt-4o",
-            messages=MESSAGES,
-            stream=True,  # type: ignore[arg-type]
-        )
+        stream = await client.chat.completions.create(model="gpt-4o", messages=CHAT, stream=True)
         with pytest.raises(openai.APIError, match="broke off the stream"):
             async for _ in stream:
                 pass
@@ -215,6 +215,7 @@ async def test_slow_headers_become_a_504(
             await client.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
     assert caught.value.status_code == 504
     body = caught.value.body
-    assert isinstance(body, dict) and body["error"]["type"] == "timeout_error"
+    assert isinstance(body, dict)
+    assert body["error"]["type"] == "timeout_error"
     assert fake_upstream.url in body["error"]["message"]
     assert len(fake_upstream.requests) == 1  # a timeout is not retried

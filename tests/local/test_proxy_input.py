@@ -105,7 +105,8 @@ async def test_client_too_slow_is_a_408(
 ) -> None:
     sc = await start_sidecar(client_body_timeout=0.3)
     url = URL(sc.url)
-    assert url.host is not None and url.port is not None
+    assert url.host is not None
+    assert url.port is not None
     reader, writer = await asyncio.open_connection(url.host, url.port)
     writer.write(
         b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
