@@ -169,7 +169,8 @@ async def test_reset_mid_stream_ends_with_an_error_event_and_sidecar_stays_up(
 
     async def consume(client: anthropic.AsyncAnthropic) -> None:
         async with client.messages.stream(model=MODEL, max_tokens=10, messages=MESSAGES) as s:
-            received.extend([event.type async for event in s])
+            async for event in s:
+                received.append(event.type)
 
     async with _anthropic(sc.url) as client:
         with pytest.raises(anthropic.APIStatusError) as caught:
