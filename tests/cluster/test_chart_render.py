@@ -1,0 +1,409 @@
+"""The Helm chart renders what the contract says, and the real API server accepts it.
+
+Two value sets throughout: the defaults and ``ci/all-on-values.yaml`` (every toggle on).
+``helm lint --strict`` and ``helm template`` run the pinned helm from the kubebin cache;
+the rendered manifests then go to the cluster tier's kube-apiserver as a server-side
+dry-run. The CRDs of the kinds the chart renders but does not own (prometheus-operator's
+PodMonitor/PrometheusRule, cert-manager's Issuer/Certificate) are the projects' real
+CRDs, taken from their Go modules (pinned below, fetched once through the Go module
+proxy into the module cache), so the API server validates those objects against the
+true schemas rather than a permissive stub.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from promptcache_operator.settings import parse_injector_config
+
+from tests.cluster.controlplane import REPO_ROOT, ControlPlane
+
+CHART = REPO_ROOT / "charts" / "promptcache"
+ALL_ON = CHART / "ci" / "all-on-values.yaml"
+RELEASE = "promptcache"
+NAMESPACE = "promptcache-system"
+VALUE_SETS: dict[str, list[str]] = {"defaults": [], "all-on": ["-f", str(ALL_ON)]}
+
+# module@version -> CRD files inside it (the projects' own generated CRDs).
+THIRD_PARTY_CRDS: dict[str, list[str]] = {
+    "github.com/prometheus-operator/prometheus-operator@v0.85.0": [
+        "example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml",
+        "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml",
+    ],
+    "github.com/cert-manager/cert-manager@v1.19.1": [
+        "deploy/crds/cert-manager.io_certificates.yaml",
+        "deploy/crds/cert-manager.io_issuers.yaml",
+        "deploy/crds/cert-manager.io_clusterissuers.yaml",
+    ],
+}
+
+Manifest = dict[str, Any]
+
+
+def helm(kubebin_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [str(kubebin_dir / "helm"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"helm {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+def render(kubebin_dir: Path, *values: str, namespace: str = NAMESPACE) -> list[Manifest]:
+    out = helm(kubebin_dir, "template", RELEASE, str(CHART), "-n", namespace, *values).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def only(docs: list[Manifest], kind: str, name_suffix: str = "") -> Manifest:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, f"expected one {kind} *{name_suffix}, got {len(found)}"
+    return found[0]
+
+
+@pytest.fixture(scope="module", params=list(VALUE_SETS))
+def value_set(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="module")
+def docs(kubebin_dir: Path, value_set: str) -> list[Manifest]:
+    return render(kubebin_dir, *VALUE_SETS[value_set])
+
+
+def test_lint_strict(kubebin_dir: Path, value_set: str) -> None:
+    proc = helm(kubebin_dir, "lint", "--strict", str(CHART), *VALUE_SETS[value_set])
+    assert "0 chart(s) failed" in proc.stdout
+
+
+def test_renders_each_component(docs: list[Manifest], value_set: str) -> None:
+    kinds = sorted(d["kind"] for d in docs)
+    common = [
+        "ClusterKopfPeering",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "MutatingWebhookConfiguration",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+    ]
+    if value_set == "defaults":
+        assert kinds == sorted([*common, "Secret"])
+    else:  # cert-manager replaces the Secret; monitoring adds three objects
+        extra = ["Certificate", "ConfigMap", "Issuer", "PodMonitor", "PrometheusRule"]
+        assert kinds == sorted(common + extra)
+    for doc in docs:
+        meta = doc["metadata"]
+        assert len(meta["name"]) <= 63, meta["name"]
+        labels = meta["labels"]
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["app.kubernetes.io/part-of"] == "promptcache"
+
+
+def test_long_names_are_truncated(kubebin_dir: Path) -> None:
+    docs = render(kubebin_dir, "--set", "fullnameOverride=" + "x" * 80)
+    names = [d["metadata"]["name"] for d in docs]
+    assert all(len(n) <= 63 and not n.endswith("-") for n in names), names
+    # component suffixes survive the truncation, so names stay distinct
+    for suffix in ("-webhook", "-webhook-tls", "-injector"):
+        assert [n for n in names if n.endswith(suffix)], suffix
+
+
+def test_operator_pod_is_locked_down(docs: list[Manifest], value_set: str) -> None:
+    deployment = only(docs, "Deployment")
+    pod = deployment["spec"]["template"]
+    spec = pod["spec"]
+    assert deployment["spec"]["replicas"] == (2 if value_set == "defaults" else 3)
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = spec["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    # the operator contract: args, env, mounts, ports
+    args = container["args"]
+    assert args[:9] == [
+        "operator",
+        "--injector-config",
+        "/etc/promptcache/injector/config.yaml",
+        "--webhook-port",
+        "9443",
+        "--webhook-cert-dir",
+        "/etc/promptcache/webhook-certs",
+        "--namespace",
+        "$(POD_NAMESPACE)",
+    ]
+    assert args[9:11] == ["--peering", only(docs, "ClusterKopfPeering")["metadata"]["name"]]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    injector_cm = volumes[mounts["/etc/promptcache/injector"]]["configMap"]["name"]
+    assert injector_cm == only(docs, "ConfigMap", "-injector")["metadata"]["name"]
+    certs = volumes[mounts["/etc/promptcache/webhook-certs"]]["secret"]["secretName"]
+    assert certs.endswith("-webhook-tls")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"webhook": 9443, "health": 8080}
+    # the webhook never injects into the operator itself
+    assert pod["metadata"]["labels"]["promptcache.io/control-plane"] == "operator"
+
+
+def test_webhook_configuration(docs: list[Manifest], value_set: str) -> None:
+    mwc = only(docs, "MutatingWebhookConfiguration")
+    (hook,) = mwc["webhooks"]
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["sideEffects"] == "None"
+    assert hook["admissionReviewVersions"] == ["v1"]
+    assert 1 <= hook["timeoutSeconds"] <= 10
+    assert hook["reinvocationPolicy"] == "Never"
+    (rule,) = hook["rules"]
+    assert (rule["operations"], rule["resources"], rule["apiGroups"]) == (
+        ["CREATE"],
+        ["pods"],
+        [""],
+    )
+    excluded = hook["namespaceSelector"]["matchExpressions"][0]
+    assert excluded["key"] == "kubernetes.io/metadata.name"
+    assert excluded["operator"] == "NotIn"
+    assert {"kube-system", "kube-public", NAMESPACE} <= set(excluded["values"])
+    assert {"key": "promptcache.io/control-plane", "operator": "DoesNotExist"} in hook[
+        "objectSelector"
+    ]["matchExpressions"]
+    svc_ref = hook["clientConfig"]["service"]
+    assert (svc_ref["path"], svc_ref["port"], svc_ref["namespace"]) == ("/inject", 443, NAMESPACE)
+    service = only(docs, "Service")
+    assert service["metadata"]["name"] == svc_ref["name"]
+    (port,) = service["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (443, "webhook")
+    pod_labels = only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    if value_set == "all-on":  # user selectors are ANDed with the built-in ones
+        assert "monitoring" in excluded["values"]
+        assert hook["namespaceSelector"]["matchLabels"] == {"example.com/llm-apps": "true"}
+        assert len(hook["objectSelector"]["matchExpressions"]) == 2
+
+
+def test_generated_certificate_chains_to_ca_bundle(kubebin_dir: Path) -> None:
+    docs = render(kubebin_dir)
+    secret = only(docs, "Secret")
+    ca_bundle = only(docs, "MutatingWebhookConfiguration")["webhooks"][0]["clientConfig"]
+    assert secret["type"] == "kubernetes.io/tls"
+    assert ca_bundle["caBundle"] == secret["data"]["ca.crt"]
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    cert.verify_directly_issued_by(ca)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    service = only(docs, "Service")["metadata"]["name"]
+    assert f"{service}.{NAMESPACE}.svc" in sans.get_values_for_type(x509.DNSName)
+    lifetime = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    assert lifetime > datetime.timedelta(days=3600)
+
+
+def test_cert_manager_mode(kubebin_dir: Path) -> None:
+    docs = render(kubebin_dir, "-f", str(ALL_ON))
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    certificate = only(docs, "Certificate")
+    mwc = only(docs, "MutatingWebhookConfiguration")
+    assert mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{NAMESPACE}/{certificate['metadata']['name']}"
+    )
+    assert "caBundle" not in mwc["webhooks"][0]["clientConfig"]
+    volumes = only(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    secret_names = {v["secret"]["secretName"] for v in volumes if "secret" in v}
+    assert secret_names == {certificate["spec"]["secretName"]}
+    assert certificate["spec"]["issuerRef"]["name"] == only(docs, "Issuer")["metadata"]["name"]
+    # a given issuer replaces the chart's self-signed one
+    docs = render(
+        kubebin_dir,
+        "-f",
+        str(ALL_ON),
+        "--set",
+        "certificates.certManager.issuerRef.name=corp-ca",
+        "--set",
+        "certificates.certManager.issuerRef.kind=ClusterIssuer",
+    )
+    assert not [d for d in docs if d["kind"] == "Issuer"]
+    ref = only(docs, "Certificate")["spec"]["issuerRef"]
+    assert (ref["name"], ref["kind"]) == ("corp-ca", "ClusterIssuer")
+
+
+def test_injector_config_is_accepted_by_the_operator(docs: list[Manifest], value_set: str) -> None:
+    text = only(docs, "ConfigMap", "-injector")["data"]["config.yaml"]
+    config = parse_injector_config(yaml.safe_load(text))
+    if value_set == "defaults":
+        assert config.image == "ghcr.io/promptcache/promptcache:0.1.0"
+        assert (config.listen_port, config.admin_port, config.native_sidecar) == (
+            8787,
+            9787,
+            "auto",
+        )
+        assert config.otel.endpoint == ""
+    else:
+        assert config.image == "registry.example.com/promptcache/sidecar:0.1.0-ci"
+        assert config.native_sidecar == "always"
+        assert config.otel.extra_env["OTEL_TRACES_SAMPLER_ARG"] == "0.1"
+        assert "monitoring" in config.exclude_namespaces
+
+
+def test_monitoring_objects(kubebin_dir: Path) -> None:
+    docs = render(kubebin_dir, "-f", str(ALL_ON))
+    podmonitor = only(docs, "PodMonitor")
+    (endpoint,) = podmonitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "admin"
+    assert {
+        "sourceLabels": ["__meta_kubernetes_pod_container_name"],
+        "regex": "promptcache",
+        "action": "keep",
+    } in endpoint["relabelings"]
+    assert podmonitor["spec"]["namespaceSelector"] == {"any": True}
+    rules = only(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]
+    assert {r["alert"] for r in rules} == {
+        "PromptcacheHitRateCollapse",
+        "PromptcachePrefixChurn",
+        "PromptcacheUpstreamErrors",
+        "PromptcacheTransformErrors",
+    }
+    dashboard = only(docs, "ConfigMap", "-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["promptcache.json"])["uid"] == "promptcache-overview"
+    # each alert can be switched off on its own
+    docs = render(
+        kubebin_dir,
+        "-f",
+        str(ALL_ON),
+        "--set",
+        "monitoring.prometheusRule.prefixChurn.enabled=false",
+    )
+    rules = only(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]
+    assert "PromptcachePrefixChurn" not in {r["alert"] for r in rules}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["operator.peering.enabled=false"], "needs operator.peering.enabled=true"),
+        (["operator.podDisruptionBudget.minAvailable=2"], "must be below operator.replicaCount"),
+        (["injector.adminPort=8787"], "injector.listenPort and injector.adminPort must differ"),
+        (["operator.healthPort=9443"], "operator.healthPort and webhook.port must differ"),
+        (["operator.serviceAccount.create=false"], "operator.serviceAccount.name is required"),
+        # the schema, before any template runs
+        (["webhook.timeoutSeconds=11"], "maximum"),
+        (["webhook.failurePolicy=Sometimes"], "failurePolicy"),
+        (["injector.nativeSidecar=maybe"], "nativeSidecar"),
+        (["operator.replicas=3"], "additional properties 'replicas' not allowed"),
+        (["injector.otel.extraEnv.PATH=/bin"], "invalid propertyName 'PATH'"),
+    ],
+)
+def test_impossible_values_fail(kubebin_dir: Path, overrides: list[str], message: str) -> None:
+    args = [arg for o in overrides for arg in ("--set", o)]
+    proc = helm(kubebin_dir, "template", RELEASE, str(CHART), *args, check=False)
+    assert proc.returncode != 0, f"{overrides} rendered"
+    assert message in proc.stderr
+
+
+def test_single_standalone_operator_renders(kubebin_dir: Path) -> None:
+    docs = render(
+        kubebin_dir,
+        "--set",
+        "operator.replicaCount=1",
+        "--set",
+        "operator.peering.enabled=false",
+        "--set",
+        "operator.podDisruptionBudget.enabled=false",
+    )
+    args = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--standalone" in args
+    assert "--peering" not in args
+    assert not [d for d in docs if d["kind"] in ("ClusterKopfPeering", "PodDisruptionBudget")]
+    rules = only(docs, "ClusterRole")["rules"]
+    assert not [r for r in rules if "kopf.dev" in r["apiGroups"]]
+
+
+# ------------------------------------------------------------------ real API server
+
+
+def _go_module_dir(module: str, work_dir: Path) -> Path:
+    try:
+        proc = subprocess.run(
+            ["go", "mod", "download", "-json", module],
+            cwd=work_dir,  # outside any go.mod
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+            env={**os.environ, "GOFLAGS": "-mod=mod"},
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"go mod download {module}: {exc}", pytrace=False)
+    info = json.loads(proc.stdout or "{}")
+    if proc.returncode != 0 or info.get("Error") or "Dir" not in info:
+        pytest.fail(f"go mod download {module}: {info.get('Error') or proc.stderr}", pytrace=False)
+    return Path(info["Dir"])
+
+
+@pytest.fixture(scope="module")
+def cluster_with_crds(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> ControlPlane:
+    """The control plane with the chart's CRDs and the third-party CRDs applied for real."""
+    work = tmp_path_factory.mktemp("gomod")
+    files = sorted(CHART.glob("crds/*.yaml"))
+    for module, paths in THIRD_PARTY_CRDS.items():
+        root = _go_module_dir(module, work)
+        files += [root / p for p in paths]
+    for path in files:
+        control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in files]
+    control_plane.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names]
+    )
+    return control_plane
+
+
+def test_server_side_dry_run(
+    cluster_with_crds: ControlPlane, kubebin_dir: Path, value_set: str
+) -> None:
+    cp = cluster_with_crds
+    namespace = f"pc-dry-{uuid.uuid4().hex[:8]}"
+    # all-on puts monitoring objects into "monitoring"; dry-run needs the namespaces to exist
+    for ns in (namespace, "monitoring"):
+        cp.kubectl("create", "namespace", ns, check=False)
+    try:
+        docs = render(kubebin_dir, *VALUE_SETS[value_set], namespace=namespace)
+        proc = cp.kubectl(
+            "apply",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+            input="\n---\n".join(yaml.safe_dump(d) for d in docs),
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        accepted = json.loads(proc.stdout)
+        items = accepted["items"] if accepted.get("kind") == "List" else [accepted]
+        assert sorted(i["kind"] for i in items) == sorted(d["kind"] for d in docs)
+        # the API server applied its defaults: the objects really went through admission
+        deployment = next(i for i in items if i["kind"] == "Deployment")
+        assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    finally:
+        cp.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
