@@ -1,0 +1,196 @@
+"""From per-request outcomes to the case study's figures for one arm.
+
+Latencies are measured on the wall clock and divided by the simulator's time scale, so
+they are in the provider's (simulated) seconds and comparable with the case study; the
+client's and the sidecar's own processing time is scaled up by the same factor, which
+only ever counts against the promptcache arm. Costs are recomputed from the token
+counts the app received, with the shared price table (``promptcache.pricing``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from demo.app import Outcome
+from promptcache.models import ModelInfo
+from promptcache.pricing import cost
+from promptcache.usage import Usage
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default), ``q`` in 0..100; NaN if empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """Token totals of an arm, by kind."""
+
+    uncached: int = 0
+    cache_read: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    output: int = 0
+
+    @property
+    def total_input(self) -> int:
+        return self.uncached + self.cache_read + self.cache_write_5m + self.cache_write_1h
+
+    @property
+    def hit_rate(self) -> float:
+        """Share of input tokens read from cache (the case study's "token cache hit rate")."""
+        return self.cache_read / self.total_input if self.total_input else 0.0
+
+    def agrees(self, other: Tokens) -> bool:
+        """Same counts by kind (cache writes of either TTL counted together)."""
+        return (
+            self.uncached == other.uncached
+            and self.cache_read == other.cache_read
+            and self.cache_write_5m + self.cache_write_1h
+            == other.cache_write_5m + other.cache_write_1h
+            and self.output == other.output
+        )
+
+    def as_usage(self) -> Usage:
+        return Usage(
+            uncached=self.uncached,
+            cache_read=self.cache_read,
+            cache_write_5m=self.cache_write_5m,
+            cache_write_1h=self.cache_write_1h,
+            output=self.output,
+        )
+
+    @staticmethod
+    def of(usages: Sequence[Usage]) -> Tokens:
+        return Tokens(
+            uncached=sum(u.uncached for u in usages),
+            cache_read=sum(u.cache_read for u in usages),
+            cache_write_5m=sum(u.cache_write_5m for u in usages),
+            cache_write_1h=sum(u.cache_write_1h for u in usages),
+            output=sum(u.output for u in usages),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CostBreakdown:
+    """Average USD per successful request, by what was billed."""
+
+    uncached: float
+    cache_read: float
+    cache_write: float
+    output: float
+
+    @property
+    def input(self) -> float:
+        return self.uncached + self.cache_read + self.cache_write
+
+    @property
+    def total(self) -> float:
+        return self.input + self.output
+
+
+def breakdown(tokens: Tokens, requests: int, info: ModelInfo) -> CostBreakdown:
+    """Cost per request by kind, each priced on its own with ``promptcache.pricing.cost``."""
+    n = max(requests, 1)
+    parts = (
+        Usage(uncached=tokens.uncached),
+        Usage(cache_read=tokens.cache_read),
+        Usage(cache_write_5m=tokens.cache_write_5m, cache_write_1h=tokens.cache_write_1h),
+        Usage(output=tokens.output),
+    )
+    unc, read, write, out = (cost(p, info) for p in parts)
+    return CostBreakdown(
+        uncached=unc.input / n,
+        cache_read=read.input / n,
+        cache_write=write.input / n,
+        output=out.output / n,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ArmSummary:
+    """The case study's figures for one arm."""
+
+    name: str
+    requests: int
+    failures: int
+    duration_s: float
+    """Simulated seconds from the first request's start to the last one's end."""
+    latency_s: tuple[float, ...]
+    """Simulated seconds per successful request (for the distribution plot)."""
+    ttft_s: tuple[float, ...]
+    tokens: Tokens
+    cost: CostBreakdown
+    cost_direct: float
+    """Input cost per request from ``pricing.cost`` on the whole arm (cross-check)."""
+    input_tokens_per_request: float
+    retrieved_tokens_per_request: float
+
+    @property
+    def ok(self) -> int:
+        return self.requests - self.failures
+
+    @property
+    def median(self) -> float:
+        return percentile(self.latency_s, 50)
+
+    @property
+    def p95(self) -> float:
+        return percentile(self.latency_s, 95)
+
+    @property
+    def average(self) -> float:
+        return _mean(self.latency_s)
+
+    @property
+    def ttft_median(self) -> float:
+        return percentile(self.ttft_s, 50)
+
+    @property
+    def ttft_p95(self) -> float:
+        return percentile(self.ttft_s, 95)
+
+    @property
+    def rps(self) -> float:
+        return self.ok / self.duration_s if self.duration_s > 0 else 0.0
+
+
+def summarise(
+    name: str, outcomes: Sequence[Outcome], *, time_scale: float, info: ModelInfo
+) -> ArmSummary:
+    """One arm's figures; wall-clock seconds become simulated seconds via ``time_scale``."""
+    scale = time_scale if time_scale > 0 else 1.0
+    good = [o for o in outcomes if o.ok]
+    tokens = Tokens.of([o.usage for o in good])
+    if outcomes:
+        start = min(o.started for o in outcomes)
+        end = max(o.started + o.latency for o in outcomes)
+        duration = (end - start) / scale
+    else:
+        duration = 0.0
+    n = max(len(good), 1)
+    return ArmSummary(
+        name=name,
+        requests=len(outcomes),
+        failures=len(outcomes) - len(good),
+        duration_s=duration,
+        latency_s=tuple(o.latency / scale for o in good),
+        ttft_s=tuple(o.ttft / scale for o in good if o.ttft is not None),
+        tokens=tokens,
+        cost=breakdown(tokens, len(good), info),
+        cost_direct=cost(tokens.as_usage(), info).input / n,
+        input_tokens_per_request=tokens.total_input / n,
+        retrieved_tokens_per_request=sum(o.retrieved_tokens for o in good) / n,
+    )
