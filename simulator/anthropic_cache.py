@@ -66,6 +66,7 @@ class _Marker:
     position: int
     ttl: Ttl
     path: str
+    """Where the marker sits (``system.0``); empty for the top-level marker."""
 
 
 class _Builder:
@@ -211,7 +212,7 @@ def _breakpoints(b: _Builder, top_level: Any) -> tuple[Breakpoint, ...]:
                     f"Top-level cache_control has ttl='{ttl}' but the target block already "
                     f"has cache_control with ttl='{existing}'"
                 )
-            markers.append(_Marker(b.last_eligible, ttl, "cache_control"))
+            markers.append(_Marker(b.last_eligible, ttl, ""))
     if len(markers) > MAX_BREAKPOINTS:
         raise invalid_request(
             f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. "
@@ -221,7 +222,8 @@ def _breakpoints(b: _Builder, top_level: Any) -> tuple[Breakpoint, ...]:
     for marker in sorted(markers, key=lambda m: m.position):
         if marker.ttl == "1h" and seen_5m:
             raise invalid_request(
-                f"{marker.path}.cache_control.ttl: a ttl='1h' cache_control block must not "
+                f"{marker.path}{'.' if marker.path else ''}cache_control.ttl: a ttl='1h' "
+                "cache_control block must not "
                 f"come after a ttl='5m' cache_control block. {TTL_ORDER_HINT}"
             )
         seen_5m = seen_5m or marker.ttl == "5m"

@@ -103,15 +103,15 @@ class ApiTotals:
         return {
             "requests": self.requests,
             "errors": self.errors,
-            "input_tokens": {
+            "tokens": {
                 "uncached": self.uncached,
                 "cache_read": self.cache_read,
                 "cache_write": self.cache_write_5m + self.cache_write_1h,
                 "cache_write_5m": self.cache_write_5m,
                 "cache_write_1h": self.cache_write_1h,
-                "total": total,
+                "input_total": total,
+                "output": self.output,
             },
-            "output_tokens": self.output,
             "cache": {"hits": self.hits, "misses": self.misses},
             "token_hit_rate": self.cache_read / total if total else 0.0,
         }
