@@ -1,0 +1,1 @@
+"""The sidecar-injection webhook: pure pod mutation (``injection``) and its kopf server."""
