@@ -6,19 +6,26 @@
 * ``start_sidecar``: builds the real sidecar application (``sidecar.app``) on a free
   loopback port with a fresh metrics registry and an in-memory span exporter;
   ``Sidecar`` gives its URLs and reads its metrics.
+* ``sidecar_process``: ``promptcache sidecar`` as a real child process (flags and
+  environment as given), ready when it answers ``/readyz``; stopped with SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import os
+import signal
 import socket
+import sys
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -474,3 +481,66 @@ async def start_sidecar(fake_upstream: FakeUpstream) -> AsyncIterator[StartSidec
             await server.close()
         for provider in providers:
             provider.shutdown()
+
+
+@dataclass
+class SidecarProcess:
+    """``promptcache sidecar`` running as a child process."""
+
+    url: str
+    admin_url: str
+    process: asyncio.subprocess.Process
+
+    async def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then the exit code (killed after ``timeout``)."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+            raise
+
+
+RunSidecar = Callable[..., contextlib.AbstractAsyncContextManager[SidecarProcess]]
+
+
+@contextlib.asynccontextmanager
+async def _run_sidecar(
+    args: Sequence[str] = (), env: Mapping[str, str] | None = None, *, ready_timeout: float = 20.0
+) -> AsyncIterator[SidecarProcess]:
+    port, admin = free_port(), free_port()
+    argv = [
+        sys.executable, "-m", "promptcache", "sidecar",
+        "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}", *args,
+    ]  # fmt: skip
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMPTCACHE_", "OTEL_"))}
+    child_env.update(env or {})
+    process = await asyncio.create_subprocess_exec(
+        *argv, env=child_env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    running = SidecarProcess(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", process)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ready_timeout
+        async with aiohttp.ClientSession() as http:
+            while True:
+                assert process.returncode is None, "the sidecar exited during start-up"
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(running.admin_url + "/readyz") as r:
+                        if r.status == 200:
+                            break
+                assert loop.time() < deadline, "the sidecar did not become ready"
+                await asyncio.sleep(0.1)
+        yield running
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+@pytest.fixture
+def sidecar_process() -> RunSidecar:
+    """``async with sidecar_process(args, env) as proc``: a real sidecar process."""
+    return _run_sidecar
