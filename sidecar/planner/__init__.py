@@ -5,24 +5,32 @@ Given a parsed request and the pod's policy it returns the request to send and a
 so every rule is tested with plain data and property tests.
 """
 
+from sidecar.planner.common import PlanError
 from sidecar.planner.engine import Planner
 from sidecar.planner.types import (
     Breakpoint,
     ContextBlock,
+    Diagnostics,
     MissReason,
     Plan,
     PlanRequest,
+    PrefixChange,
     Relocation,
     Route,
+    Ttl,
 )
 
 __all__ = [
     "Breakpoint",
     "ContextBlock",
+    "Diagnostics",
     "MissReason",
     "Plan",
+    "PlanError",
     "PlanRequest",
     "Planner",
+    "PrefixChange",
     "Relocation",
     "Route",
+    "Ttl",
 ]

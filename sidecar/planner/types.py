@@ -20,6 +20,7 @@ Route = Literal["messages", "chat", "responses"]
 
 MissReason = Literal["prefix_changed", "ttl_expired", "below_minimum", "first_write", "unknown"]
 Tier = Literal["tools", "system", "history", "client", "automatic"]
+Ttl = Literal["5m", "1h"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ class Breakpoint:
     """One cache marker in the planned request."""
 
     tier: Tier
-    ttl: Literal["5m", "1h"]
+    ttl: Ttl
     prefix_tokens: int
     """Estimated tokens of the prefix this marker closes."""
     path: str
@@ -76,6 +77,39 @@ class Relocation:
     length: int
 
 
+@dataclass(frozen=True, slots=True)
+class PrefixChange:
+    """Where the static part first differs from the previous request for the same key."""
+
+    block: str
+    """Static block name, ``tools``, or ``system[i]`` (never text)."""
+    offset: int
+    """First differing character offset within that block."""
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostics:
+    """What ``Planner.record_outcome`` needs to explain a miss; internal to the planner."""
+
+    provider: Provider
+    planned_at: float
+    """``PlanRequest.now`` of the plan."""
+    min_cacheable_tokens: int
+    static_fp: str | None = None
+    """Identity of the static prefix (tools + static system), for TTL bookkeeping."""
+    static_ttl_seconds: float = 300.0
+    static_expected_tokens: int = 0
+    """Part of ``expected_cached_tokens`` served by the static prefix alone."""
+    history_read_fp: str | None = None
+    """Identity of the history prefix this request should read (the previous turn's)."""
+    history_write_fp: str | None = None
+    """Identity of the history prefix this request writes (its own history breakpoint)."""
+    history_ttl_seconds: float = 300.0
+    prefix_change: PrefixChange | None = None
+    has_markers: bool = False
+    """Anthropic: the sent request carries at least one cache marker."""
+
+
 @dataclass(slots=True)
 class Plan:
     """What the planner decided for one request."""
@@ -83,6 +117,7 @@ class Plan:
     body: dict[str, Any]
     """The body to send (the original object when nothing changed)."""
     changed: bool = False
+    """``body`` differs from the original (always False in observe mode)."""
     observe_only: bool = False
     """Observe mode: ``body`` is the original; the rest says what enforce would do."""
     breakpoints: list[Breakpoint] = field(default_factory=list)
@@ -98,6 +133,11 @@ class Plan:
     """Human-readable decisions, for ``promptcache explain``; never contains prompt text."""
     key: str | None = None
     """Identity of the static prefix for diagnostics (policy name or a derived id)."""
+    context_text: str | None = None
+    """The delimited context emitted after the last breakpoint (relocated spans and
+    fetched context), for ``promptcache explain``; never logged."""
+    diagnostics: Diagnostics | None = None
+    """Planner-internal bookkeeping for ``record_outcome``."""
 
 
 def describe_breakpoints(breakpoints: Sequence[Breakpoint]) -> str:
