@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -74,7 +75,7 @@ def _run(tap: UsageTap, stream: bytes, cuts: list[int]) -> bytes:
     splitter = EventSplitter()
     out = b""
     bounds = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         out += tap.process(splitter.feed(stream[start:end]))
     return out + splitter.pending
 
@@ -110,7 +111,7 @@ def test_splitter_loses_and_invents_nothing(data: bytes, cuts: list[int]) -> Non
     splitter = EventSplitter()
     out = b""
     bounds = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         block = splitter.feed(data[start:end])
         assert not block or block.endswith((b"\n\n", b"\r\r", b"\r\n\r\n"))
         out += block
