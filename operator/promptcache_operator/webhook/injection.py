@@ -31,9 +31,10 @@ and nothing we need is prepared by another init container (the policy is a volum
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -346,6 +347,16 @@ def inject_in_place(pod: dict[str, Any], *, decision: Decision, injector: Inject
     annotations[STATUS_ANNOTATION] = status_annotation(
         version=injector.version, policy=decision.policy, native=injector.native
     )
+
+
+def patch_fn(*, decision: Decision, injector: Injector) -> Callable[[Any], None]:
+    """:func:`inject_in_place` as a kopf ``patch.fns`` transform (may run more than once)."""
+    quiet = dataclasses.replace(decision, warnings=[])  # warnings were reported already
+
+    def transform(body: Any) -> None:
+        inject_in_place(body, decision=quiet, injector=injector)
+
+    return transform
 
 
 def inject(

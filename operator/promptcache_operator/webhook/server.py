@@ -13,8 +13,6 @@ peering has paused this replica's watches; nothing here depends on a watch.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from promptcache_operator.settings import OperatorOptions
 from promptcache_operator.webhook.injection import (
     INJECT_ANNOTATION,
     inject,
-    inject_in_place,
+    patch_fn,
 )
 
 HANDLER_ID = "inject"
@@ -84,8 +82,7 @@ async def inject_pod(
         logger.debug(f"not injecting: {decision.reason}")
         return
     warnings.extend(decision.warnings)
-    quiet = dataclasses.replace(decision, warnings=[])
-    patch.fns.append(functools.partial(inject_in_place, decision=quiet, injector=injector))
+    patch.fns.append(patch_fn(decision=decision, injector=injector))
     logger.info(
         f"injecting the sidecar ({decision.reason}; policy {decision.policy or '-'}; "
         f"{'native' if injector.native else 'container'}{'; dry run' if dryrun else ''})"
