@@ -79,8 +79,16 @@ def history_fp(static_hash: str | None, messages: Sequence[Any], end: int) -> st
     static prefix, the position, the first message and the two messages at the end
     tell conversations apart well enough for miss diagnosis.
     """
-    tail = (dumps(messages[end - 1]) if end > 0 else "", dumps(messages[end]))
-    return f"{static_hash}:{end}:{hash((dumps(messages[0]), *tail)):x}"
+    tail = (_message_hash(messages[end - 1]) if end > 0 else 0, _message_hash(messages[end]))
+    return f"{static_hash}:{end}:{hash((_message_hash(messages[0]), *tail)):x}"
+
+
+def _message_hash(message: Any) -> int:
+    if isinstance(message, dict):
+        content = message.get("content")
+        if isinstance(content, str) and len(message) == 2:
+            return hash((message.get("role"), content))
+    return hash(dumps(message))
 
 
 def role_of(message: Any) -> str | None:

@@ -119,7 +119,30 @@ def _overlaps(claims: list[_Claim], source: int, start: int, end: int) -> bool:
     return any(c.source == source and c.start < end and start < c.end for c in claims)
 
 
+_LAST_AT: dict[int, tuple[int, int]] = {}
+"""Where each static text was found last time (by the text object's id): apps send it at
+the same place every time, so one ``startswith`` usually replaces a search."""
+
+
 def _find(sources: list[Source], claims: list[_Claim], text: str) -> tuple[int, int] | None:
+    hint = _LAST_AT.get(id(text))
+    if hint is not None:
+        i, pos = hint
+        if (
+            i < len(sources)
+            and sources[i].text.startswith(text, pos)
+            and not _overlaps(claims, i, pos, pos + len(text))
+        ):
+            return hint
+    at = _search(sources, claims, text)
+    if at is not None:
+        if len(_LAST_AT) > 256:
+            _LAST_AT.clear()
+        _LAST_AT[id(text)] = at
+    return at
+
+
+def _search(sources: list[Source], claims: list[_Claim], text: str) -> tuple[int, int] | None:
     for i, src in enumerate(sources):
         pos = src.text.find(text)
         while pos >= 0:
