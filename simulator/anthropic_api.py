@@ -106,7 +106,7 @@ def messages_route(sim: Simulation) -> Route[AnthropicPrompt]:
             request, response, ctx, deltas, interval_s=sim.decode_interval_s(ctx)
         )
         if not finished:
-            return Served(response, n, aborted=True)
+            return Served(response, sim.sent_tokens(n), aborted=True)
         final_usage = usage(pre.outcome, n)
         del final_usage["cache_creation"], final_usage["service_tier"]
         tail = event("content_block_stop", {"type": "content_block_stop", "index": 0}) if n else b""

@@ -34,6 +34,8 @@ from .openai_cache import OpenAICache
 from .outcome import CacheOutcome
 
 log = logging.getLogger(__name__)
+ABORT_AFTER_EVENTS = 2
+"""Stream events written before a ``reset-during`` fault cuts the connection."""
 _ALPHABET = string.ascii_letters + string.digits
 P = TypeVar("P")
 
@@ -127,6 +129,10 @@ class Simulation:
         rate = self.config.latency.decode_tokens_per_s * ctx.decode_factor
         return self.config.output.tokens_per_event / rate
 
+    def sent_tokens(self, answer_tokens: int) -> int:
+        """Output tokens a client received before a ``reset-during`` cut its stream."""
+        return min(answer_tokens, ABORT_AFTER_EVENTS * self.config.output.tokens_per_event)
+
     def decode_s(self, ctx: RequestContext, tokens: int) -> float:
         return tokens / (self.config.latency.decode_tokens_per_s * ctx.decode_factor)
 
@@ -172,14 +178,14 @@ class Simulation:
     ) -> bool:
         """Write ``events`` at the decode pace, batching those already due; False if cut.
 
-        With ``ctx.abort_during`` the transport is aborted after two events.
+        With ``ctx.abort_during`` the transport is aborted after ``ABORT_AFTER_EVENTS``.
         """
         loop = asyncio.get_running_loop()
         scale = self.config.time_scale
         real_interval = interval_s * scale
         min_gap = self.config.output.min_write_interval_s
         start = loop.time()
-        limit = min(2, len(events)) if ctx.abort_during else len(events)
+        limit = min(ABORT_AFTER_EVENTS, len(events)) if ctx.abort_during else len(events)
         done = 0
         while done < limit:
             if real_interval <= 0:

@@ -118,7 +118,7 @@ def chat_route(sim: Simulation) -> Route[OpenAIPrompt]:
         if not await sim.paced_write(
             request, response, ctx, deltas, interval_s=sim.decode_interval_s(ctx)
         ):
-            return Served(response, n, aborted=True)
+            return Served(response, sim.sent_tokens(n), aborted=True)
         tail = frame({}, finish)
         if prompt.include_usage:
             tail += event(None, chunk | {"choices": [], "usage": chat_usage(pre.outcome, n)})
@@ -221,7 +221,7 @@ def responses_route(sim: Simulation) -> Route[OpenAIPrompt]:
         if not await sim.paced_write(
             request, response, ctx, deltas, interval_s=sim.decode_interval_s(ctx)
         ):
-            return Served(response, n, aborted=True)
+            return Served(response, sim.sent_tokens(n), aborted=True)
         done = "response.incomplete" if ans.truncated else "response.completed"
         tail = (
             ev("response.output_text.done", where | {"text": ans.text, "logprobs": []})
