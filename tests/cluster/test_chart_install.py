@@ -25,9 +25,9 @@ import pytest
 import yaml
 from cryptography import x509
 
-from tests.cluster.controlplane import REPO_ROOT, ControlPlane
+from tests.cluster.chart_support import CHART
+from tests.cluster.controlplane import ControlPlane
 
-CHART = REPO_ROOT / "charts" / "promptcache"
 TEST_LABEL = "promptcache-chart-test"
 
 

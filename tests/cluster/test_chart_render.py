@@ -3,11 +3,8 @@
 Two value sets throughout: the defaults and ``ci/all-on-values.yaml`` (every toggle on).
 ``helm lint --strict`` and ``helm template`` run the pinned helm from the kubebin cache;
 the rendered manifests then go to the cluster tier's kube-apiserver as a server-side
-dry-run. The CRDs of the kinds the chart renders but does not own (prometheus-operator's
-PodMonitor/PrometheusRule, cert-manager's Issuer/Certificate) are the projects' real
-CRDs, taken from their Go modules (pinned below, fetched once through the Go module
-proxy into the module cache), so the API server validates those objects against the
-true schemas rather than a permissive stub.
+dry-run, with the real CRDs of prometheus-operator and cert-manager installed (see
+``chart_support``), so every rendered object is validated against its true schema.
 """
 
 from __future__ import annotations
@@ -15,63 +12,28 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-import os
-import subprocess
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from cryptography import x509
 from promptcache_operator.settings import parse_injector_config
 
-from tests.cluster.controlplane import REPO_ROOT, ControlPlane
-
-CHART = REPO_ROOT / "charts" / "promptcache"
-ALL_ON = CHART / "ci" / "all-on-values.yaml"
-RELEASE = "promptcache"
-NAMESPACE = "promptcache-system"
-VALUE_SETS: dict[str, list[str]] = {"defaults": [], "all-on": ["-f", str(ALL_ON)]}
-
-# module@version -> CRD files inside it (the projects' own generated CRDs).
-THIRD_PARTY_CRDS: dict[str, list[str]] = {
-    "github.com/prometheus-operator/prometheus-operator@v0.85.0": [
-        "example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml",
-        "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml",
-    ],
-    "github.com/cert-manager/cert-manager@v1.19.1": [
-        "deploy/crds/cert-manager.io_certificates.yaml",
-        "deploy/crds/cert-manager.io_issuers.yaml",
-        "deploy/crds/cert-manager.io_clusterissuers.yaml",
-    ],
-}
-
-Manifest = dict[str, Any]
-
-
-def helm(kubebin_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [str(kubebin_dir / "helm"), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        pytest.fail(f"helm {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
-    return proc
-
-
-def render(kubebin_dir: Path, *values: str, namespace: str = NAMESPACE) -> list[Manifest]:
-    out = helm(kubebin_dir, "template", RELEASE, str(CHART), "-n", namespace, *values).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-def only(docs: list[Manifest], kind: str, name_suffix: str = "") -> Manifest:
-    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
-    assert len(found) == 1, f"expected one {kind} *{name_suffix}, got {len(found)}"
-    return found[0]
+from tests.cluster.chart_support import (
+    ALL_ON,
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    VALUE_SETS,
+    Manifest,
+    apply_crds,
+    dry_run,
+    helm,
+    only,
+    render,
+)
+from tests.cluster.controlplane import ControlPlane
 
 
 @pytest.fixture(scope="module", params=list(VALUE_SETS))
@@ -340,41 +302,12 @@ def test_single_standalone_operator_renders(kubebin_dir: Path) -> None:
 # ------------------------------------------------------------------ real API server
 
 
-def _go_module_dir(module: str, work_dir: Path) -> Path:
-    try:
-        proc = subprocess.run(
-            ["go", "mod", "download", "-json", module],
-            cwd=work_dir,  # outside any go.mod
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-            env={**os.environ, "GOFLAGS": "-mod=mod"},
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.fail(f"go mod download {module}: {exc}", pytrace=False)
-    info = json.loads(proc.stdout or "{}")
-    if proc.returncode != 0 or info.get("Error") or "Dir" not in info:
-        pytest.fail(f"go mod download {module}: {info.get('Error') or proc.stderr}", pytrace=False)
-    return Path(info["Dir"])
-
-
 @pytest.fixture(scope="module")
 def cluster_with_crds(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> ControlPlane:
     """The control plane with the chart's CRDs and the third-party CRDs applied for real."""
-    work = tmp_path_factory.mktemp("gomod")
-    files = sorted(CHART.glob("crds/*.yaml"))
-    for module, paths in THIRD_PARTY_CRDS.items():
-        root = _go_module_dir(module, work)
-        files += [root / p for p in paths]
-    for path in files:
-        control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in files]
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names]
-    )
+    apply_crds(control_plane, tmp_path_factory.mktemp("gomod"))
     return control_plane
 
 
@@ -388,19 +321,7 @@ def test_server_side_dry_run(
         cp.kubectl("create", "namespace", ns, check=False)
     try:
         docs = render(kubebin_dir, *VALUE_SETS[value_set], namespace=namespace)
-        proc = cp.kubectl(
-            "apply",
-            "--dry-run=server",
-            "-o",
-            "json",
-            "-f",
-            "-",
-            input="\n---\n".join(yaml.safe_dump(d) for d in docs),
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr
-        accepted = json.loads(proc.stdout)
-        items = accepted["items"] if accepted.get("kind") == "List" else [accepted]
+        items = dry_run(cp, "-f", "-", input="\n---\n".join(yaml.safe_dump(d) for d in docs))
         assert sorted(i["kind"] for i in items) == sorted(d["kind"] for d in docs)
         # the API server applied its defaults: the objects really went through admission
         deployment = next(i for i in items if i["kind"] == "Deployment")
