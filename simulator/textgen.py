@@ -1,4 +1,5 @@
-"""The simulated model's answer: filler text, the same for the same seed and prompt.
+"""The simulated model's answer: filler text, the same for the same seed and prompt;
+a cut answer is a prefix of the full one.
 
 Its content does not matter, only that it is deterministic (reproducible runs, stable
 test expectations), cheap (no per-request work beyond picking words) and of a known
@@ -111,7 +112,7 @@ def answer(*, seed: int, digest: bytes, limit: int | None, config: OutputConfig)
     pieces: list[str] = []
     for i, word in enumerate(words):
         start = i % _SENTENCE == 0
-        end = i % _SENTENCE == _SENTENCE - 1 or i == n - 1
+        end = i % _SENTENCE == _SENTENCE - 1 or i == natural - 1
         token = word.capitalize() if start else word
         pieces.append(("" if i == 0 else " ") + token + ("." if end else ""))
     return Answer(pieces=tuple(pieces), truncated=n < natural)
