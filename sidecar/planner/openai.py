@@ -156,7 +156,8 @@ def plan_openai(
                 for p in sp.pieces
             ]
         else:
-            new_content = "\n\n".join(p.text for p in sp.pieces)
+            # App text is stripped so that planning the result again finds it identical.
+            new_content = "\n\n".join(p.text if p.static else p.text.strip() for p in sp.pieces)
         if new_content != sys_content:
             changed = True
             if sys_at == "instructions" or (sys_at is None and route == "responses"):

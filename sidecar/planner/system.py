@@ -157,6 +157,8 @@ def _claim(b: int, block: StaticBlock, sources: list[Source], claims: list[_Clai
     m = block.match
     text = block.content if block.mode == "inject" else (m.exact if m is not None else None)
     if text is not None:
+        if not text:
+            return []
         at = _find(sources, claims, text)
         return [] if at is None else [_Claim(b, at[0], at[1], at[1] + len(text), True)]
     assert m is not None
@@ -253,8 +255,8 @@ def plan_system(
     for b in present:
         block = blocks[b]
         if b in injected:
-            assert block.content is not None
-            plan.pieces.append(Piece(block.content, block.name))
+            if block.content and block.content.strip():
+                plan.pieces.append(Piece(block.content, block.name))
             continue
         for c in (c for c in claims if c.block == b):
             src = sources[c.source]
@@ -289,7 +291,7 @@ def plan_system(
                 new = new.strip()
                 if new:
                     plan.pieces.append(Piece(new))
-            elif new:
+            elif new.strip():
                 plan.pieces.append(Piece(new, None, i))
     if moved:
         plan.relocated.insert(0, (UNMATCHED, "\n\n".join(moved)))
