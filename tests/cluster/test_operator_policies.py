@@ -1,0 +1,360 @@
+"""The operator against a real API server: PromptPolicy -> ConfigMap, status and Events.
+
+The operator runs as a process (``promptcache operator``) on the cluster tier's control
+plane; kube-controller-manager's garbage collector deletes the rendered ConfigMap with
+its policy (owner reference), so no finalizer is involved.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from promptcache.policy import parse_policy
+from tests.cluster.controlplane import ControlPlane, KubectlError
+from tests.cluster.operator_harness import (
+    InjectionSetup,
+    Obj,
+    apply,
+    events_for,
+    get_json,
+    get_or_none,
+    start_injection,
+    stop_injection,
+    wait_for,
+)
+
+LONG_PROMPT = "You are the support agent of Example Corp. Answer politely and precisely. " * 30
+
+
+@pytest.fixture(scope="module")
+def setup(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InjectionSetup]:
+    s = start_injection(control_plane, tmp_path_factory.mktemp("operator-policies"))
+    try:
+        yield s
+    finally:
+        stop_injection(s)
+
+
+def policy(name: str, namespace: str, spec: dict[str, Any]) -> Obj:
+    return {
+        "apiVersion": "promptcache.io/v1alpha1",
+        "kind": "PromptPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def condition(obj: Obj | None, kind: str) -> Obj:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind:
+            found: Obj = c
+            return found
+    return {}
+
+
+def rendered(cp: ControlPlane, namespace: str, name: str) -> Obj | None:
+    cm = get_or_none(cp, "configmap", "-n", namespace, f"promptcache-policy-{name}")
+    return None if cm is None else yaml.safe_load(cm["data"]["policy.yaml"])
+
+
+def test_policy_renders_configmap_and_status_follows(setup: InjectionSetup) -> None:
+    cp = setup.cp
+    ns = setup.namespace("pc-pol")
+    apply(
+        cp,
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "prompts", "namespace": ns},
+                "data": {"system": LONG_PROMPT},
+            },
+            policy(
+                "support",
+                ns,
+                {
+                    "staticBlocks": [
+                        {
+                            "name": "system",
+                            "ttl": "1h",
+                            "contentFrom": {
+                                "configMapKeyRef": {"name": "prompts", "key": "system"}
+                            },
+                        }
+                    ]
+                },
+            ),
+        ],
+    )
+
+    def ready() -> Obj | None:
+        obj = get_or_none(cp, "promptpolicy", "-n", ns, "support")
+        return obj if condition(obj, "Ready").get("status") == "True" else None
+
+    obj = wait_for(ready, what="Ready policy")
+    status = obj["status"]
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    assert status["configMap"] == "promptcache-policy-support"
+    assert status["staticTokens"] == -(-len(LONG_PROMPT) // 4)
+    assert len(status["staticHash"]) == 16
+    assert condition(obj, "Invalid")["status"] == "False"
+
+    cm = get_json(cp, "configmap", "-n", ns, "promptcache-policy-support")
+    assert cm["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "promptcache",
+        "promptcache.io/policy": "support",
+    }
+    (owner,) = cm["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "PromptPolicy",
+        "support",
+        obj["metadata"]["uid"],
+        True,
+    )
+    doc = yaml.safe_load(cm["data"]["policy.yaml"])
+    assert doc["metadata"]["name"] == "support"
+    assert doc["spec"]["staticBlocks"][0]["content"] == LONG_PROMPT
+    assert "contentFrom" not in doc["spec"]["staticBlocks"][0]
+    parse_policy(doc)  # the sidecar's schema accepts it
+    reasons = [e["reason"] for e in events_for(cp, ns, "support")]
+    assert "Rendered" in reasons
+
+    # The printer columns show the state.
+    table = cp.kubectl("get", "promptpolicies", "-n", ns).stdout
+    header, row = table.splitlines()[:2]
+    assert header.split()[:4] == ["NAME", "READY", "MODE", "PROVIDER"]
+    assert row.split()[:5] == [
+        "support",
+        "True",
+        "enforce",
+        "anthropic",
+        str(status["staticTokens"]),
+    ]
+
+    # Update the policy: a new generation is rendered and observed.
+    cp.kubectl(
+        "patch", "promptpolicy", "-n", ns, "support", "--type", "merge",
+        "-p", json.dumps({"spec": {"mode": "observe"}}),
+    )  # fmt: skip
+    wait_for(
+        lambda: (rendered(cp, ns, "support") or {}).get("spec", {}).get("mode") == "observe",
+        what="re-rendered ConfigMap",
+    )
+    obj = wait_for(
+        lambda: (
+            (o := get_or_none(cp, "promptpolicy", "-n", ns, "support"))
+            and o["status"].get("observedGeneration") == o["metadata"]["generation"]
+            and o
+        ),
+        what="observedGeneration to follow",
+    )
+    assert obj["metadata"]["generation"] == 2
+
+    # Change the referenced ConfigMap: the policy is rendered again without a spec change.
+    cp.kubectl(
+        "patch", "configmap", "-n", ns, "prompts", "--type", "merge",
+        "-p", json.dumps({"data": {"system": "Short and new."}}),
+    )  # fmt: skip
+    wait_for(
+        lambda: (
+            (rendered(cp, ns, "support") or {})
+            .get("spec", {})
+            .get("staticBlocks", [{}])[0]
+            .get("content")
+            == "Short and new."
+        ),
+        what="ConfigMap change to reach the rendered policy",
+    )
+    wait_for(
+        lambda: (
+            (get_or_none(cp, "promptpolicy", "-n", ns, "support") or {})
+            .get("status", {})
+            .get("staticTokens")
+            == 4
+        ),
+        what="staticTokens to follow",
+    )
+
+    # Someone deletes the rendered ConfigMap: the operator puts it back.
+    cp.kubectl("delete", "configmap", "-n", ns, "promptcache-policy-support")
+    wait_for(lambda: rendered(cp, ns, "support"), what="re-created ConfigMap")
+
+    # Delete the policy: garbage collection removes the ConfigMap (no finalizer needed).
+    obj = get_json(cp, "promptpolicy", "-n", ns, "support")
+    assert not obj["metadata"].get("finalizers")
+    cp.kubectl("delete", "promptpolicy", "-n", ns, "support", "--wait=true", "--timeout=30s")
+    wait_for(
+        lambda: get_or_none(cp, "configmap", "-n", ns, "promptcache-policy-support") is None,
+        timeout=60,
+        what="ConfigMap garbage-collected",
+    )
+
+
+def test_missing_configmap_key_makes_the_policy_invalid(setup: InjectionSetup) -> None:
+    cp = setup.cp
+    ns = setup.namespace("pc-inv")
+    apply(
+        cp,
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "prompts", "namespace": ns},
+                "data": {"other": "x"},
+            },
+            policy(
+                "broken",
+                ns,
+                {
+                    "staticBlocks": [
+                        {
+                            "name": "system",
+                            "contentFrom": {
+                                "configMapKeyRef": {"name": "prompts", "key": "system"}
+                            },
+                        }
+                    ]
+                },
+            ),
+        ],
+    )
+    obj = wait_for(
+        lambda: (
+            (o := get_or_none(cp, "promptpolicy", "-n", ns, "broken"))
+            and condition(o, "Invalid").get("status") == "True"
+            and o
+        ),
+        what="Invalid policy",
+    )
+    invalid = condition(obj, "Invalid")
+    assert invalid["reason"] == "ConfigMapKeyNotFound"
+    assert "ConfigMap prompts has no key system" in invalid["message"]
+    assert condition(obj, "Ready")["status"] == "False"
+    assert get_or_none(cp, "configmap", "-n", ns, "promptcache-policy-broken") is None
+    warnings = [e for e in events_for(cp, ns, "broken") if e["type"] == "Warning"]
+    assert [e["reason"] for e in warnings] == ["ConfigMapKeyNotFound"]
+    assert setup.operator.returncode is None  # no crash
+
+    # The key appears: the policy heals without being touched.
+    cp.kubectl(
+        "patch", "configmap", "-n", ns, "prompts", "--type", "merge",
+        "-p", json.dumps({"data": {"system": "Now here."}}),
+    )  # fmt: skip
+    wait_for(
+        lambda: (
+            condition(get_or_none(cp, "promptpolicy", "-n", ns, "broken"), "Ready").get("status")
+            == "True"
+        ),
+        what="policy to become Ready",
+    )
+    assert rendered(cp, ns, "broken") is not None
+
+
+def test_a_missing_configmap_and_a_late_one(setup: InjectionSetup) -> None:
+    cp = setup.cp
+    ns = setup.namespace("pc-late")
+    spec = {
+        "staticBlocks": [
+            {"name": "s", "contentFrom": {"configMapKeyRef": {"name": "later", "key": "k"}}}
+        ]
+    }
+    apply(cp, policy("late", ns, spec))
+    obj = wait_for(
+        lambda: (
+            (o := get_or_none(cp, "promptpolicy", "-n", ns, "late"))
+            and condition(o, "Invalid").get("reason") == "ConfigMapNotFound"
+            and o
+        ),
+        what="ConfigMapNotFound",
+    )
+    assert "ConfigMap later not found" in condition(obj, "Invalid")["message"]
+    apply(
+        cp,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "later", "namespace": ns},
+            "data": {"k": "v"},
+        },
+    )
+    wait_for(
+        lambda: (
+            condition(get_or_none(cp, "promptpolicy", "-n", ns, "late"), "Ready").get("status")
+            == "True"
+        ),
+        what="policy Ready once the ConfigMap exists",
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            {
+                "staticBlocks": [
+                    {
+                        "name": "a",
+                        "content": "x",
+                        "contentFrom": {"configMapKeyRef": {"name": "c", "key": "k"}},
+                    }
+                ]
+            },
+            "mode inject needs exactly one of content or contentFrom",
+        ),
+        (
+            {"staticBlocks": [{"name": "a", "contentFrom": {"file": "system.txt"}}]},
+            "file is for local policy files; in a cluster use configMapKeyRef",
+        ),
+        ({"staticBlocks": [{"name": "a", "mode": "match"}]}, "mode match needs match"),
+        (
+            {"staticBlocks": [{"name": "a", "content": "x"}, {"name": "a", "content": "y"}]},
+            "Duplicate value",
+        ),
+        ({"mode": "sometimes"}, 'spec.mode: Unsupported value: "sometimes"'),
+        ({"staticBlocks": [{"name": "Bad Name", "content": "x"}]}, "spec.staticBlocks[0].name"),
+    ],
+    ids=["content-xor", "file", "match-needs-match", "duplicate-names", "enum", "pattern"],
+)
+def test_invalid_policies_are_rejected_at_admission(
+    setup: InjectionSetup, tmp_path: Path, spec: Obj, message: str
+) -> None:
+    cp = setup.cp
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text(yaml.safe_dump(policy("bad", "default", spec)))
+    with pytest.raises(KubectlError) as excinfo:
+        cp.kubectl("apply", "-f", str(manifest))
+    text = str(excinfo.value)
+    assert 'The PromptPolicy "bad" is invalid' in text
+    assert message in text
+
+
+def test_a_long_name_is_rejected_with_a_reason(setup: InjectionSetup) -> None:
+    name = "p" * 64
+    with pytest.raises(KubectlError, match=r"metadata\.name: at most 63 characters"):
+        setup.cp.kubectl("create", "-f", "-", input=json.dumps(policy(name, "default", {})))
+
+
+def test_a_rule_cel_cannot_express_marks_the_policy_invalid(setup: InjectionSetup) -> None:
+    cp = setup.cp
+    ns = setup.namespace("pc-tpl")
+    spec = {"contextSources": [{"name": "user", "url": "http://users.local/{user_id}"}]}
+    apply(cp, policy("tpl", ns, spec))
+    obj = wait_for(
+        lambda: (
+            (o := get_or_none(cp, "promptpolicy", "-n", ns, "tpl"))
+            and condition(o, "Invalid").get("status") == "True"
+            and o
+        ),
+        what="Invalid policy",
+    )
+    invalid = condition(obj, "Invalid")
+    assert invalid["reason"] == "InvalidSpec"
+    assert "unknown variable {user_id}" in invalid["message"]
