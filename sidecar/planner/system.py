@@ -226,11 +226,6 @@ def plan_system(
     if policy is None:
         return keep_all
     blocks = system_blocks(policy)
-    if frozen or any(s.marked for s in sources):
-        keep_all.notes.append(f"{label} has client cache markers: left as sent")
-        _Scan(detector, False, keep_all).text("".join(s.text for s in sources), label, 0)
-        return keep_all
-
     plan = SystemPlan(pieces=[])
     claims: list[_Claim] = []
     present: list[int] = []
@@ -245,6 +240,21 @@ def plan_system(
             injected.add(b)
         else:
             plan.notes.append(f"static block {block.name} not found in {label}")
+    if frozen or any(s.marked for s in sources):
+        keep_all.notes.append(f"{label} has client cache markers: left as sent")
+        _Scan(detector, False, keep_all).text("".join(s.text for s in sources), label, 0)
+        if blocks and present:
+            # The static part is the run of leading sources that are whole static blocks.
+            whole = {
+                c.source
+                for c in claims
+                if c.fixed and c.start == 0 and c.end == len(sources[c.source].text)
+            }
+            keep_all.static_count = next(
+                (i for i in range(len(sources)) if i not in whole), len(sources)
+            )
+        return keep_all
+
     vol = policy.volatile
     scan = _Scan(detector, vol.action == "relocate", plan)
     move_unmatched = bool(present) and bool(blocks) and vol.unmatched_system == "relocate"
@@ -295,7 +305,8 @@ def plan_system(
                 plan.pieces.append(Piece(new, None, i))
     if moved:
         plan.relocated.insert(0, (UNMATCHED, "\n\n".join(moved)))
-    if not blocks:
+    if not blocks or not present:
+        # No static block here: the whole system is the part to cache, as with no policy.
         plan.static_count = len(plan.pieces)
     plan.changed = [p.source for p in plan.pieces] != list(range(len(sources)))
     return plan
