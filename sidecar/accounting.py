@@ -8,6 +8,7 @@ costs a metric, never the app's answer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -49,39 +50,63 @@ class Call:
 
 def finish(state: SidecarState, call: Call, seen: Relayed | None) -> None:
     """Record the call in metrics and its span; never raises."""
+    ended = time.perf_counter()
     try:
-        _record(state, call, seen)
+        _record(state, call, seen, ended)
     except Exception as exc:
         state.metrics.transform_errors.labels(call.provider, "measure").inc()
         log.warning("recording a call failed: %s", type(exc).__name__)
     finally:
-        usage = seen.usage if seen else None
-        state.tracer.finish(
-            call.span,
-            status=seen.status if seen else call.status,
-            outcome=seen.outcome if seen else call.outcome,
-            response_model=seen.model if seen else None,
-            usage=usage,
-            retries=call.retries,
-            policy=call.policy_label,
-        )
+        _finish_span(state, call, seen)
 
 
-def _record(state: SidecarState, call: Call, seen: Relayed | None) -> None:
-    metrics = state.metrics
+def _finish_span(state: SidecarState, call: Call, seen: Relayed | None) -> None:
+    state.tracer.finish(
+        call.span,
+        status=seen.status if seen else call.status,
+        outcome=seen.outcome if seen else call.outcome,
+        response_model=seen.model if seen else None,
+        usage=seen.usage if seen else None,
+        retries=call.retries,
+        policy=call.policy_label,
+    )
+
+
+def finish_soon(state: SidecarState, call: Call, seen: Relayed) -> None:
+    """``finish`` once the answer is on its way: the app does not wait for accounting.
+
+    The handler returns its response, aiohttp writes it in the same step, and this runs
+    on the next turn of the event loop. Durations are taken now, when the answer is done.
+    """
     ended = time.perf_counter()
+    asyncio.get_running_loop().call_soon(_finish_at, state, call, seen, ended)
+
+
+def _finish_at(state: SidecarState, call: Call, seen: Relayed, ended: float) -> None:
+    try:
+        _record(state, call, seen, ended)
+    except Exception as exc:
+        state.metrics.transform_errors.labels(call.provider, "measure").inc()
+        log.warning("recording a call failed: %s", type(exc).__name__)
+    finally:
+        _finish_span(state, call, seen)
+
+
+def _record(state: SidecarState, call: Call, seen: Relayed | None, ended: float) -> None:
+    metrics = state.metrics
     provider, model, policy = call.provider, call.model, call.policy_label
     outcome = seen.outcome if seen else call.outcome
-    metrics.requests.labels(provider, model, policy, outcome).inc()
+    child = metrics.child
+    child(metrics.requests, provider, model, policy, outcome).inc()
     if call.sent_at is not None:
         busy = seen.busy if seen else 0.0
         own = max(0.0, call.sent_at - call.arrived - call.excluded) + busy
-        metrics.overhead.labels(provider).observe(own)
+        child(metrics.overhead, provider).observe(own)
     if seen is None:
         return
-    metrics.duration.labels(provider, policy).observe(ended - call.arrived)
+    child(metrics.duration, provider, policy).observe(ended - call.arrived)
     if seen.first_byte_at is not None:
-        metrics.ttft.labels(provider, policy).observe(seen.first_byte_at - call.arrived)
+        child(metrics.ttft, provider, policy).observe(seen.first_byte_at - call.arrived)
     pricing = call.policy.spec.pricing if call.policy else None
     usage = seen.usage
     if usage is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -44,11 +45,18 @@ def _info(provider: Provider, model: str, override: PricingOverride | None) -> M
     return model_info(provider, None if model == "other" else model, override)
 
 
+_CHILD_CACHE_MAX = 4096
+"""Cached labelled series; past this the cache starts over (labels are bounded anyway)."""
+
+_Metric = TypeVar("_Metric", Counter, Histogram)
+
+
 class Metrics:
     """All sidecar metrics, registered in one registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         common = ["provider", "model", "policy"]
         self.requests = Counter(
             "promptcache_requests",
@@ -145,6 +153,16 @@ class Metrics:
             registry=registry,
         )
 
+    def child(self, metric: _Metric, *labels: str) -> _Metric:
+        """``metric.labels(*labels)``, cached: the lookup is a hot-path cost per call."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            if len(self._children) >= _CHILD_CACHE_MAX:
+                self._children.clear()
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def record_usage(
         self,
         *,
@@ -155,14 +173,14 @@ class Metrics:
         pricing: PricingOverride | None,
     ) -> None:
         """Tokens and cost of one finished call (counted once, at the end of a stream)."""
-        tokens = self.input_tokens
-        tokens.labels("cache_read", provider, model, policy).inc(usage.cache_read)
-        tokens.labels("cache_write", provider, model, policy).inc(usage.cache_write)
-        tokens.labels("uncached", provider, model, policy).inc(usage.uncached)
-        self.output_tokens.labels(provider, model, policy).inc(usage.output)
+        child, tokens = self.child, self.input_tokens
+        child(tokens, "cache_read", provider, model, policy).inc(usage.cache_read)
+        child(tokens, "cache_write", provider, model, policy).inc(usage.cache_write)
+        child(tokens, "uncached", provider, model, policy).inc(usage.uncached)
+        child(self.output_tokens, provider, model, policy).inc(usage.output)
         billed = cost(usage, _info(provider, model, pricing))
-        self.cost.labels(provider, model, policy).inc(billed.total)
-        self.cost_without_cache.labels(provider, model, policy).inc(billed.total_without_cache)
+        child(self.cost, provider, model, policy).inc(billed.total)
+        child(self.cost_without_cache, provider, model, policy).inc(billed.total_without_cache)
 
     def record_prediction(
         self,

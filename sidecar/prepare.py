@@ -10,7 +10,6 @@ original bytes go upstream and ``promptcache_transform_errors_total{stage}`` cou
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 from promptcache.models import Provider
 from promptcache.policy import LoadedPolicy
+from sidecar import jsoncodec
 from sidecar.metrics import Metrics, model_label
 from sidecar.planner import ContextBlock, Plan, Planner, PlanRequest, Route
 
@@ -47,7 +47,7 @@ def parse_body(
         metrics.transform_errors.labels(provider, "content_type").inc()
         return None
     try:
-        value = json.loads(raw)
+        value = jsoncodec.loads(raw)
     except ValueError:  # malformed JSON and invalid UTF-8 alike
         metrics.transform_errors.labels(provider, "parse").inc()
         return None
@@ -69,10 +69,6 @@ def _wants_usage_injected(route: Route, body: dict[str, Any]) -> bool:
     if options is None:
         return True
     return isinstance(options, dict) and not options.get("include_usage")
-
-
-def _dumps(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def prepare(
@@ -115,7 +111,7 @@ def prepare(
         options = body.get("stream_options")
         body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
     try:
-        return Prepared(_dumps(body), plan, stream, inject, raw)
+        return Prepared(jsoncodec.dumps(body), plan, stream, inject, raw)
     except (TypeError, ValueError) as exc:
         metrics.transform_errors.labels(provider, "serialize").inc()
         log.warning(

@@ -22,7 +22,7 @@ from opentelemetry import trace
 
 from promptcache.models import Provider
 from promptcache.policy import LoadedPolicy
-from sidecar.accounting import Call, finish
+from sidecar.accounting import Call, finish, finish_soon
 from sidecar.errors import (
     BodyTooLargeError,
     ClientTooSlowError,
@@ -199,7 +199,10 @@ async def llm_call(request: web.Request) -> web.StreamResponse:
         call.status = exc.status
         finish(state, call, None)
         return error_response(family, exc.status, exc.message)
-    finish(state, call, seen)
+    if isinstance(out, web.Response):
+        finish_soon(state, call, seen)  # after aiohttp wrote the answer
+    else:
+        finish(state, call, seen)  # a relayed stream is over already
     return out
 
 

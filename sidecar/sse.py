@@ -12,11 +12,11 @@ the sidecar itself asked for.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Protocol
 
 from promptcache.usage import Usage, from_anthropic, from_openai
+from sidecar import jsoncodec
 
 _BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
@@ -63,7 +63,7 @@ def event_data(event: bytes) -> bytes:
 
 def _json(data: bytes) -> dict[str, Any] | None:
     try:
-        value = json.loads(data)
+        value = jsoncodec.loads(data)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None

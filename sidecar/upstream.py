@@ -130,11 +130,36 @@ class Upstream:
         Raises ``UpstreamUnreachableError`` or ``UpstreamTimeoutError``.
         """
         url = self.url(path_qs)
-        if not isinstance(body, bytes | None) or self.settings.retry_max_attempts == 1:
-            try:
-                return await self._once(method, url, headers, body), None
-            except _ConnectionFailedError as exc:
+        resendable = isinstance(body, bytes | None) and self.settings.retry_max_attempts > 1
+        # The first attempt runs without tenacity: almost every call succeeds at once,
+        # and building a retry controller per call costs more than the rest of this path.
+        first: Exception
+        try:
+            response = await self._once(method, url, headers, body)
+        except _ConnectionFailedError as exc:
+            if not resendable:
                 raise self._unreachable(exc.error) from exc.error
+            first = exc
+        else:
+            if response.status not in RETRY_STATUSES or not resendable:
+                return response, None
+            answer = await self._answer(response)
+            if not self._should_retry(answer):
+                return response, answer.body
+            first = answer
+        return await self._retry(first, method, url, headers, body, on_retry)
+
+    async def _retry(
+        self,
+        first: Exception,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        body: Body,
+        on_retry: Callable[[str], None],
+    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
+        """Attempts two and on, after ``first`` failed (replayed as tenacity's attempt one)."""
+        replay: list[Exception] = [first]
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.retry_max_attempts)
             | stop_before_delay(self.settings.retry_budget),
@@ -146,18 +171,23 @@ class Upstream:
         try:
             async for attempt in retrying:
                 with attempt:
+                    if replay:
+                        raise replay.pop()
                     response = await self._once(method, url, headers, body)
                     if response.status in RETRY_STATUSES:
-                        data = await self.read_small(response)
-                        raise RetryableStatusError(
-                            response, data, parse_retry_after(response.headers.get("retry-after"))
-                        )
+                        raise await self._answer(response)
                     return response, None
         except RetryableStatusError as last:
             return last.response, last.body
         except _ConnectionFailedError as exc:
             raise self._unreachable(exc.error) from exc.error
         raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+    async def _answer(self, response: aiohttp.ClientResponse) -> RetryableStatusError:
+        data = await self.read_small(response)
+        return RetryableStatusError(
+            response, data, parse_retry_after(response.headers.get("retry-after"))
+        )
 
     async def _once(
         self, method: str, url: URL, headers: CIMultiDict[str], body: Body
