@@ -37,6 +37,10 @@ _CLASSIFY = re.compile(
     r"|(?P<hex_id>(?<![0-9A-Za-z])[0-9a-fA-F]{16,}(?![0-9A-Za-z]))"
     r"|(?P<numeric_id>(?<![0-9A-Za-z])\d{8,}(?![0-9A-Za-z]))"
 )
+# "2025-05-01 10:00:00" spans two tokens: a date followed by this is one date-time.
+_SPACE_TIME = re.compile(
+    r" \d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?(?![0-9A-Za-z])"
+)
 LINE_MAX = 240
 """A span on a line up to this long relocates the whole line, so the model keeps its
 label (``Current date and time: ...``); on a longer line only the span moves."""
@@ -81,7 +85,12 @@ def _builtin_spans(text: str, enabled: frozenset[str]) -> list[Span]:
                     continue
                 if name == "hex_id" and not any(c.isdigit() for c in m.group()):
                     continue
-                spans.append(Span(name, tok_start + m.start(), tok_start + m.end()))
+                end = tok_start + m.end()
+                if name == "datetime" and end == tok_end and m.end() - m.start() == 10:
+                    more = _SPACE_TIME.match(text, end)
+                    if more is not None:
+                        tok_end = end = more.end()
+                spans.append(Span(name, tok_start + m.start(), end))
             last_end = tok_end
     return spans
 
