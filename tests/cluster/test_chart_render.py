@@ -88,6 +88,15 @@ def test_long_names_are_truncated(kubebin_dir: Path) -> None:
         assert [n for n in names if n.endswith(suffix)], suffix
 
 
+def test_image_digest_pins_operator_and_sidecar(kubebin_dir: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    docs = render(kubebin_dir, "--set", f"image.digest={digest}")
+    container = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"ghcr.io/promptcache/promptcache@{digest}"
+    config = yaml.safe_load(only(docs, "ConfigMap", "-injector")["data"]["config.yaml"])
+    assert config["image"] == f"ghcr.io/promptcache/promptcache@{digest}"
+
+
 def test_operator_pod_is_locked_down(docs: list[Manifest], value_set: str) -> None:
     deployment = only(docs, "Deployment")
     pod = deployment["spec"]["template"]

@@ -16,6 +16,7 @@ import sys
 import tomllib
 import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -188,3 +189,41 @@ def test_skaffold_sets_values_that_exist() -> None:
             node = schema
             for part in dotted.split("."):
                 node = node["properties"][part]  # KeyError: not a chart value
+
+
+def _toggles(schema: dict[str, Any], path: str = "") -> list[str]:
+    """Paths of the chart's boolean values (free-form objects like securityContext aside)."""
+    if schema.get("type") == "boolean":
+        return [path]
+    found: list[str] = []
+    for key, child in schema.get("properties", {}).items():
+        found += _toggles(child, f"{path}.{key}" if path else key)
+    return found
+
+
+def _merge(base: dict[str, object], over: dict[str, object]) -> dict[str, object]:
+    merged = dict(base)
+    for key, value in over.items():
+        old = merged.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            merged[key] = _merge(old, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def test_all_on_values_switch_every_toggle_on() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    all_on = yaml.safe_load((CHART / "ci" / "all-on-values.yaml").read_text())
+    merged = _merge(values, all_on)
+    toggles = _toggles(json.loads((CHART / "values.schema.json").read_text()))
+    assert len(toggles) >= 10
+
+    def value(path: str) -> object:
+        node: Any = merged
+        for part in path.split("."):
+            node = node[part]
+        return node
+
+    off = sorted(path for path in toggles if value(path) is not True)
+    assert not off, f"ci/all-on-values.yaml leaves these off: {off}"
