@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry
 from sidecar.admin import create_admin_app
 from sidecar.app import build_state, create_app
 from sidecar.config import SidecarSettings
+from sidecar.planner import Planner
 from sidecar.state import SidecarState
 
 REPLY = "The capital of France is Paris, a city on the Seine."
@@ -444,11 +445,14 @@ StartSidecar = Callable[..., Awaitable[Sidecar]]
 
 @pytest.fixture
 async def start_sidecar(fake_upstream: FakeUpstream) -> AsyncIterator[StartSidecar]:
-    """``await start_sidecar(**settings)``: a sidecar in front of ``fake_upstream``."""
+    """``await start_sidecar(**settings)``: a sidecar in front of ``fake_upstream``.
+
+    ``planner=`` replaces the planner (a spy, or one that fails on purpose).
+    """
     servers: list[TestServer] = []
     providers: list[TracerProvider] = []
 
-    async def start(**overrides: Any) -> Sidecar:
+    async def start(*, planner: Planner | None = None, **overrides: Any) -> Sidecar:
         values: dict[str, Any] = {
             "anthropic_upstream": fake_upstream.url,
             "openai_upstream": fake_upstream.url,
@@ -460,7 +464,7 @@ async def start_sidecar(fake_upstream: FakeUpstream) -> AsyncIterator[StartSidec
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         providers.append(provider)
-        state = build_state(settings, registry=registry, tracer_provider=provider)
+        state = build_state(settings, registry=registry, tracer_provider=provider, planner=planner)
         proxy = TestServer(create_app(state, tracer_provider=provider), host="127.0.0.1")
         admin = TestServer(create_admin_app(state), host="127.0.0.1")
         await proxy.start_server()

@@ -1,0 +1,159 @@
+"""What the sidecar adds to an LLM call, against the direct path and an nginx hop.
+
+One run, one machine: nginx serves a fixed Anthropic answer at once (the fast
+upstream) and, on a second port, proxies to it (the floor for a proxy hop); the sidecar
+runs as a real process in front of the same upstream. ``wrk`` sends the ~28 KB request
+over one connection (added latency: median and p99) and over 75 (requests per second
+and latency under load); an aiohttp client measures the streamed answer's time to first
+byte; the sidecar's peak RSS is read from ``/proc``. Figures are reported as measured
+and as ratios to the direct path of the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import aiohttp
+
+from bench import nginx, wrk
+from bench.payload import request_body
+
+CONCURRENCY = 75
+TTFB_REQUESTS = 400
+
+
+@dataclass(frozen=True, slots=True)
+class PathFigures:
+    name: str
+    sequential: wrk.Result
+    loaded: wrk.Result
+    ttfb_p50: float
+    ttfb_p99: float
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise RuntimeError("the sidecar exited during start-up")
+        try:
+            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), 0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the sidecar did not start")
+
+
+@contextlib.contextmanager
+def sidecar(upstream: str, port: int, extra_env: dict[str, str]) -> Iterator[int]:
+    """The sidecar as a real process; yields its pid."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMPTCACHE_", "OTEL_"))}
+    env |= {"PROMPTCACHE_LOG_LEVEL": "WARNING"} | extra_env
+    argv = [
+        sys.executable, "-m", "promptcache", "sidecar",
+        "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{free_port()}",
+        "--anthropic-upstream", upstream,
+    ]  # fmt: skip
+    process = subprocess.Popen(argv, env=env)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", process)
+        yield process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _ttfb(url: str, body: bytes, count: int) -> list[float]:
+    headers = {
+        "Content-Type": "application/json",
+        "anthropic-version": "2023-06-01",
+        "x-api-key": "bench-key",
+        "x-bench-stream": "1",
+    }
+    times: list[float] = []
+    async with aiohttp.ClientSession() as http:
+        for i in range(count + 20):
+            start = time.perf_counter()
+            async with http.post(url, data=body, headers=headers) as r:
+                await r.content.readany()
+                first = time.perf_counter() - start
+                await r.read()
+            if i >= 20:  # warm-up
+                times.append(first)
+    return times
+
+
+def measure(name: str, base: str, body: bytes, stream_body: bytes, seconds: float) -> PathFigures:
+    url = base + "/v1/messages"
+    wrk.run(url, body, connections=1, seconds=1, stream=False)  # warm-up
+    sequential = wrk.run(url, body, connections=1, seconds=seconds, stream=False)
+    loaded = wrk.run(url, body, connections=CONCURRENCY, seconds=seconds, stream=False)
+    ttfb = sorted(asyncio.run(_ttfb(url, stream_body, TTFB_REQUESTS)))
+    return PathFigures(
+        name=name,
+        sequential=sequential,
+        loaded=loaded,
+        ttfb_p50=statistics.median(ttfb),
+        ttfb_p99=ttfb[int(len(ttfb) * 0.99) - 1],
+    )
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "aiohttp": metadata.version("aiohttp"),
+        "nginx": nginx.version(),
+        "wrk": wrk.version(),
+    }
+
+
+def run(*, seconds: float = 8.0) -> tuple[list[PathFigures], float, dict[str, str]]:
+    """Measure direct, nginx and sidecar paths; also the sidecar's peak RSS (MB)."""
+    body, stream_body = request_body(), request_body(stream=True)
+    upstream_port, proxy_port, sidecar_port = free_port(), free_port(), free_port()
+    results: list[PathFigures] = []
+    with nginx.running(upstream_port=upstream_port, proxy_port=proxy_port):
+        upstream = f"http://127.0.0.1:{upstream_port}"
+        results.append(measure("direct", upstream, body, stream_body, seconds))
+        results.append(
+            measure("nginx", f"http://127.0.0.1:{proxy_port}", body, stream_body, seconds)
+        )
+        with sidecar(upstream, sidecar_port, {}) as pid:
+            results.append(
+                measure("sidecar", f"http://127.0.0.1:{sidecar_port}", body, stream_body, seconds)
+            )
+            rss = peak_rss_mb(pid)
+    return results, rss, machine()
