@@ -131,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
         if options.standalone or not options.peering_name
         else f"peering {options.peering_name} (priority {options.priority})",
     )
+    # kopf names this peer after $POD_ID; the chart sets POD_NAME (the downward API).
+    if "POD_ID" not in os.environ and os.environ.get("POD_NAME"):
+        os.environ["POD_ID"] = os.environ["POD_NAME"]
     kopf.run(
         registry=registry,
         memo=memo,

@@ -213,7 +213,7 @@ def chart_webhook_configuration(
 
 
 class OperatorProcess:
-    """``promptcache operator --standalone`` as a child process, logging to a file."""
+    """``promptcache operator`` (standalone, or peering) as a child process, logging to a file."""
 
     def __init__(
         self,
@@ -222,6 +222,7 @@ class OperatorProcess:
         *,
         injector_config: Obj,
         pki: WebhookPki,
+        peering: str | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.cp = cp
@@ -232,6 +233,7 @@ class OperatorProcess:
         self.config_path = work_dir / "injector-config.yaml"
         self.config_path.write_text(yaml.safe_dump(injector_config))
         self.log_path = work_dir / "operator.log"
+        self.mode_args = ["--peering", peering] if peering else ["--standalone"]
         self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -241,7 +243,7 @@ class OperatorProcess:
 
     def start(self, *, timeout: float = 60.0) -> None:
         args = [
-            str(PROMPTCACHE), "operator", "--standalone",
+            str(PROMPTCACHE), "operator", *self.mode_args,
             "--injector-config", str(self.config_path),
             "--namespace", OPERATOR_NAMESPACE,
             "--webhook-addr", "127.0.0.1",
