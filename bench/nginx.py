@@ -95,12 +95,6 @@ def version() -> str:
     return (out.stderr or out.stdout).strip().removeprefix("nginx version: ")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_port(port: int, timeout: float = 10.0) -> None:
     end = time.monotonic() + timeout
     while True:
@@ -114,7 +108,9 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def running(*, upstream_port: int, proxy_port: int, workers: str = "auto") -> Iterator[None]:
+def running(
+    *, upstream_port: int, proxy_port: int, answer_port: int, workers: str = "auto"
+) -> Iterator[None]:
     """nginx serving the upstream and proxy ports until the block ends."""
     binary = nginx_binary()
     if binary is None:
@@ -127,7 +123,7 @@ def running(*, upstream_port: int, proxy_port: int, workers: str = "auto") -> It
                 workers=workers,
                 upstream_port=upstream_port,
                 proxy_port=proxy_port,
-                answer_port=_free_port(),
+                answer_port=answer_port,
                 json=message_json(),
                 sse=message_sse(),
             )

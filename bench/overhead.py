@@ -32,6 +32,12 @@ from bench.payload import request_body
 
 CONCURRENCY = 75
 TTFB_REQUESTS = 400
+SIDECAR_VARIANTS: dict[str, dict[str, str]] = {
+    "sidecar": {},
+    "sidecar, planner off": {"PROMPTCACHE_PLANNER_ENABLED": "false"},
+}
+"""Sidecar rows: as shipped (no policy: the planner still reads each request for its
+miss diagnosis), and with the planner switched off (the proxy and its measurement)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +49,17 @@ class PathFigures:
     ttfb_p99: float
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (held open together while chosen)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -143,17 +156,18 @@ def machine() -> dict[str, str]:
 def run(*, seconds: float = 8.0) -> tuple[list[PathFigures], float, dict[str, str]]:
     """Measure direct, nginx and sidecar paths; also the sidecar's peak RSS (MB)."""
     body, stream_body = request_body(), request_body(stream=True)
-    upstream_port, proxy_port, sidecar_port = free_port(), free_port(), free_port()
+    upstream_port, proxy_port, answer_port, sidecar_port = free_ports(4)
     results: list[PathFigures] = []
-    with nginx.running(upstream_port=upstream_port, proxy_port=proxy_port):
+    rss = 0.0
+    with nginx.running(upstream_port=upstream_port, proxy_port=proxy_port, answer_port=answer_port):
         upstream = f"http://127.0.0.1:{upstream_port}"
         results.append(measure("direct", upstream, body, stream_body, seconds))
         results.append(
             measure("nginx", f"http://127.0.0.1:{proxy_port}", body, stream_body, seconds)
         )
-        with sidecar(upstream, sidecar_port, {}) as pid:
-            results.append(
-                measure("sidecar", f"http://127.0.0.1:{sidecar_port}", body, stream_body, seconds)
-            )
-            rss = peak_rss_mb(pid)
+        for name, env in SIDECAR_VARIANTS.items():
+            with sidecar(upstream, sidecar_port, env) as pid:
+                base = f"http://127.0.0.1:{sidecar_port}"
+                results.append(measure(name, base, body, stream_body, seconds))
+                rss = max(rss, peak_rss_mb(pid))
     return results, rss, machine()

@@ -58,6 +58,9 @@ class SidecarSettings(BaseSettings):
     retry_backoff: float = Field(default=0.5, ge=0)
     """First backoff without ``retry-after``, seconds; doubles each attempt, full jitter."""
 
+    planner_enabled: bool = True
+    """``false``: forward every body as the app sent it, without planning (a kill switch;
+    usage, cost and latency are still measured)."""
     policy_poll_interval: float = Field(default=1.0, gt=0)
     """Seconds between checks of the policy file (also catches ConfigMap symlink swaps)."""
     shutdown_grace: float = Field(default=25.0, ge=0)

@@ -78,7 +78,7 @@ def prepare(
     parsed: dict[str, Any] | None,
     provider: Provider,
     policy: LoadedPolicy | None,
-    planner: Planner,
+    planner: Planner | None,
     context: Sequence[ContextBlock],
     now: float,
     metrics: Metrics,
@@ -87,23 +87,27 @@ def prepare(
     if parsed is None:
         return Prepared(raw, None, False, False, raw)
     stream = parsed.get("stream") is True
-    try:
-        plan = planner.plan(
-            PlanRequest(
-                route=route,
-                body=parsed,
-                policy_name=policy.name if policy else None,
-                policy=policy.spec if policy else None,
-                context=context,
-                now=now,
+    plan: Plan | None = None
+    body = parsed
+    if planner is not None:
+        try:
+            plan = planner.plan(
+                PlanRequest(
+                    route=route,
+                    body=parsed,
+                    policy_name=policy.name if policy else None,
+                    policy=policy.spec if policy else None,
+                    context=context,
+                    now=now,
+                )
             )
-        )
-    except Exception as exc:
-        metrics.transform_errors.labels(provider, "plan").inc()
-        log.warning("planner failed, forwarding unchanged: %s", type(exc).__name__)
-        return Prepared(raw, None, stream, False, raw)
-    rewrite = plan.changed and not plan.observe_only
-    body = plan.body if rewrite else parsed
+        except Exception as exc:
+            metrics.transform_errors.labels(provider, "plan").inc()
+            log.warning("planner failed, forwarding unchanged: %s", type(exc).__name__)
+            return Prepared(raw, None, stream, False, raw)
+        if plan.changed and not plan.observe_only:
+            body = plan.body
+    rewrite = body is not parsed
     inject = _wants_usage_injected(route, body)
     if not rewrite and not inject:
         return Prepared(raw, plan, stream, False, raw)

@@ -176,7 +176,7 @@ async def llm_call(request: web.Request) -> web.StreamResponse:
         parsed=parsed,
         provider=provider,
         policy=policy,
-        planner=state.planner,
+        planner=state.planner if state.settings.planner_enabled else None,
         context=context,
         now=time.monotonic(),
         metrics=state.metrics,

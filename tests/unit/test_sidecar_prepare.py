@@ -113,3 +113,22 @@ def test_unparseable_is_counted_and_model_is_other(metrics: Metrics) -> None:
     assert request_model({"model": "gpt-4o"}) == "gpt-4o"
     assert request_model({"model": "a b"}) == "other"
     assert request_model({"model": "m" * 65}) == "other"
+
+
+def test_planner_off_still_injects_usage_for_streams(metrics: Metrics) -> None:
+    raw = b'{"model":"gpt-4o","messages":[],"stream":true}'
+    parsed = parse_body(raw, "application/json", provider="openai", metrics=metrics)
+    prepared = prepare(
+        route="chat",
+        raw=raw,
+        parsed=parsed,
+        provider="openai",
+        policy=None,
+        planner=None,
+        context=(),
+        now=0.0,
+        metrics=metrics,
+    )
+    assert prepared.plan is None
+    assert prepared.inject_usage
+    assert json.loads(prepared.body)["stream_options"] == {"include_usage": True}
