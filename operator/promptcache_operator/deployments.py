@@ -16,15 +16,19 @@ every event, so it needs no kopf bookkeeping on the Deployments of the whole clu
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
+from promptcache_operator.kube import KubeError, NotFoundError, group_path
+from promptcache_operator.runtime import runtime_of
 from promptcache_operator.webhook.injection import INJECT_ANNOTATION, POLICY_ANNOTATION
 
 COPIED = (INJECT_ANNOTATION, POLICY_ANNOTATION)
 MANAGED_ANNOTATION = "promptcache.io/managed-template-annotations"
+PATCH_ATTEMPTS = 3
 
 
 def _annotations(meta: Any) -> Mapping[str, Any]:
@@ -67,15 +71,38 @@ def concerns_us(annotations: Mapping[str, str], **_: Any) -> bool:
 
 
 async def sync_template(
-    *, body: kopf.Body, patch: kopf.Patch, type: str | None, logger: kopf.Logger, **_: Any
+    *,
+    body: kopf.Body,
+    type: str | None,
+    name: str | None,
+    namespace: str | None,
+    memo: Any,
+    logger: kopf.Logger,
+    **_: Any,
 ) -> None:
-    """Apply :func:`template_patch` through kopf's patch of this very event."""
-    if type == "DELETED":
+    """Apply :func:`template_patch` with a merge patch of our own.
+
+    Not through kopf's ``patch``: kopf checks a patch's result field by field and warns
+    about "inconsistencies" when the API server drops an emptied annotations map.
+    """
+    if type == "DELETED" or name is None or namespace is None:
         return
     wanted = template_patch(body)
     if wanted is None:
         return
-    patch.update(wanted)
+    client = runtime_of(memo).require_client()
+    path = group_path("apps/v1", "deployments", namespace=namespace, name=name)
+    for attempt in range(1, PATCH_ATTEMPTS + 1):
+        try:
+            await client.merge_patch(path, wanted)
+            break
+        except NotFoundError:
+            return
+        except KubeError as exc:
+            if attempt == PATCH_ATTEMPTS:
+                logger.error(f"cannot update the pod template: {exc}")
+                return
+            await asyncio.sleep(attempt)
     changed = wanted.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations", {})
     if changed:
         logger.info(f"pod template annotations updated: {sorted(changed)}")

@@ -209,6 +209,37 @@ def chart_webhook_configuration(
     return mwc
 
 
+def chart_service_account_kubeconfig(cp: ControlPlane, docs: list[Obj], path: Path) -> Path:
+    """Apply the chart's ServiceAccount and RBAC; a kubeconfig with that account's token.
+
+    The operator then runs with exactly the chart's least-privilege ClusterRole, so a
+    missing rule fails these tests instead of a production rollout.
+    """
+    kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    rbac = [d for d in docs if d["kind"] in kinds]
+    apply(cp, rbac)
+    (sa,) = [d for d in rbac if d["kind"] == "ServiceAccount"]
+    token = cp.kubectl(
+        "create", "token", sa["metadata"]["name"], "-n", sa["metadata"]["namespace"],
+        "--duration", "2h",
+    ).stdout.strip()  # fmt: skip
+    admin = json.loads(cp.kubeconfig.read_text())
+    config = {
+        **admin,
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "operator",
+                "context": {"cluster": admin["clusters"][0]["name"], "user": "operator"},
+            }
+        ],
+        "current-context": "operator",
+    }
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path
+
+
 # ---------------------------------------------------------------------- the operator
 
 
@@ -223,6 +254,7 @@ class OperatorProcess:
         injector_config: Obj,
         pki: WebhookPki,
         peering: str | None = None,
+        kubeconfig: Path | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.cp = cp
@@ -234,6 +266,7 @@ class OperatorProcess:
         self.config_path.write_text(yaml.safe_dump(injector_config))
         self.log_path = work_dir / "operator.log"
         self.mode_args = ["--peering", peering] if peering else ["--standalone"]
+        self.kubeconfig = kubeconfig or cp.kubeconfig
         self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -254,6 +287,7 @@ class OperatorProcess:
         ]  # fmt: skip
         log = self.log_path.open("ab")
         env = {k: v for k, v in self.cp.env().items() if not k.startswith("POD_")}
+        env["KUBECONFIG"] = str(self.kubeconfig)
         self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         try:
@@ -362,14 +396,15 @@ def start_injection(
     extra_excluded: Sequence[str] = (),
     set_values: Sequence[str] = (),
 ) -> InjectionSetup:
-    """Apply the CRD, start the operator with the chart's config, register its webhook."""
+    """Apply the CRD, start the operator with the chart's config and RBAC, register its webhook."""
     apply_crd(cp)
     apply(cp, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}})
     docs = chart_manifests(cp, set_values=set_values)
     config = chart_injector_config(docs)
     config["excludeNamespaces"] = [*config.get("excludeNamespaces", []), *extra_excluded]
     pki = make_webhook_pki(work_dir / "webhook-certs")
-    operator = OperatorProcess(cp, work_dir, injector_config=config, pki=pki)
+    kubeconfig = chart_service_account_kubeconfig(cp, docs, work_dir / "operator.kubeconfig")
+    operator = OperatorProcess(cp, work_dir, injector_config=config, pki=pki, kubeconfig=kubeconfig)
     operator.start()
     label = ("promptcache-test-webhook", uuid.uuid4().hex[:10])
     name = f"promptcache-test-{label[1]}"
