@@ -257,8 +257,15 @@ def plan_system(
 
     vol = policy.volatile
     scan = _Scan(detector, vol.action == "relocate", plan)
-    move_unmatched = bool(present) and bool(blocks) and vol.unmatched_system == "relocate"
-    if blocks and not present and vol.unmatched_system == "relocate":
+    # Only a matched block proves the app sends its static part here; around injected
+    # blocks the app's own system text is all it has, and it stays.
+    matched = [b for b in present if blocks[b].mode == "match"]
+    move_unmatched = bool(matched) and vol.unmatched_system == "relocate"
+    if (
+        vol.unmatched_system == "relocate"
+        and not matched
+        and any(b.mode == "match" for b in blocks)
+    ):
         plan.notes.append(f"no static block found: {label} text left in place")
 
     whole = {c.source for c in claims if c.start == 0 and c.end == len(sources[c.source].text)}
