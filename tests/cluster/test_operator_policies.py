@@ -242,6 +242,7 @@ def test_missing_configmap_key_makes_the_policy_invalid(setup: InjectionSetup) -
     warnings = [e for e in events_for(cp, ns, "broken") if e["type"] == "Warning"]
     assert [e["reason"] for e in warnings] == ["ConfigMapKeyNotFound"]
     assert setup.operator.returncode is None  # no crash
+    assert setup.operator.healthy()  # kopf's liveness endpoint
 
     # The key appears: the policy heals without being touched.
     cp.kubectl(

@@ -124,3 +124,16 @@ def test_namespace_defaults_to_pod_namespace(monkeypatch: pytest.MonkeyPatch) ->
     assert options_from_args(parse("--standalone")).own_namespace == "ops"
     monkeypatch.delenv("POD_NAMESPACE")
     assert options_from_args(parse("--standalone")).own_namespace is None
+
+
+def test_a_bad_config_stops_the_operator_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from promptcache.cli import main
+
+    bad = tmp_path / "config.yaml"
+    bad.write_text("nativeSidecar: sometimes\n")
+    assert main(["operator", "--standalone", "--injector-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"promptcache operator: {bad}: injector config: nativeSidecar")
+    assert err.count("\n") == 1
