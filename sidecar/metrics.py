@@ -174,9 +174,16 @@ class Metrics:
     ) -> None:
         """Tokens and cost of one finished call (counted once, at the end of a stream)."""
         child, tokens = self.child, self.input_tokens
-        child(tokens, "cache_read", provider, model, policy).inc(usage.cache_read)
-        child(tokens, "cache_write", provider, model, policy).inc(usage.cache_write)
-        child(tokens, "uncached", provider, model, policy).inc(usage.uncached)
+        # Every series is created (a hit ratio needs its zeros); only non-zero amounts
+        # pay for an increment.
+        for kind, amount in (
+            ("cache_read", usage.cache_read),
+            ("cache_write", usage.cache_write),
+            ("uncached", usage.uncached),
+        ):
+            series = child(tokens, kind, provider, model, policy)
+            if amount:
+                series.inc(amount)
         child(self.output_tokens, provider, model, policy).inc(usage.output)
         billed = cost(usage, _info(provider, model, pricing))
         child(self.cost, provider, model, policy).inc(billed.total)

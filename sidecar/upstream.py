@@ -107,6 +107,12 @@ class Upstream:
         self.session = session
         self.settings = settings
         self._prefix = self.base.path.rstrip("/")
+        # A separate headers deadline only when it is shorter than the read timeout that
+        # aiohttp already applies to the wait for the first byte.
+        headers_timeout = settings.upstream_headers_timeout
+        self._headers_timeout = (
+            headers_timeout if headers_timeout < settings.upstream_read_timeout else None
+        )
         # Named in errors and logs: scheme, host and port only (never userinfo or query).
         self.label = f"{self.base.scheme}://{self.base.host}" + (
             f":{self.base.explicit_port}" if self.base.explicit_port else ""
@@ -193,7 +199,11 @@ class Upstream:
         self, method: str, url: URL, headers: CIMultiDict[str], body: Body
     ) -> aiohttp.ClientResponse:
         try:
-            async with asyncio.timeout(self.settings.upstream_headers_timeout):
+            if self._headers_timeout is None:  # the session's sock_read covers the wait
+                return await self.session.request(
+                    method, url, headers=headers, data=body, allow_redirects=False
+                )
+            async with asyncio.timeout(self._headers_timeout):
                 return await self.session.request(
                     method, url, headers=headers, data=body, allow_redirects=False
                 )
@@ -201,9 +211,9 @@ class Upstream:
             if isinstance(exc, aiohttp.ConnectionTimeoutError):
                 raise _ConnectionFailedError(exc) from exc
             log.warning("upstream %s: no response headers in time", self.label)
+            waited = self._headers_timeout or self.settings.upstream_read_timeout
             raise UpstreamTimeoutError(
-                f"promptcache: upstream {self.label} sent no response within "
-                f"{self.settings.upstream_headers_timeout:g}s"
+                f"promptcache: upstream {self.label} sent no response within {waited:g}s"
             ) from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
             raise _ConnectionFailedError(exc) from exc

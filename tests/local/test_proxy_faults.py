@@ -206,10 +206,18 @@ async def test_openai_reset_mid_stream_raises_in_the_sdk(
                 pass
 
 
+@pytest.mark.parametrize(
+    "timeouts",
+    [
+        {"upstream_headers_timeout": 0.3},
+        {"upstream_headers_timeout": 0.3, "upstream_read_timeout": 0.3},
+    ],
+    ids=["headers-deadline", "read-timeout"],
+)
 async def test_slow_headers_become_a_504(
-    start_sidecar: StartSidecar, fake_upstream: FakeUpstream
+    start_sidecar: StartSidecar, fake_upstream: FakeUpstream, timeouts: dict[str, float]
 ) -> None:
-    sc = await start_sidecar(upstream_headers_timeout=0.3)
+    sc = await start_sidecar(**timeouts)
     fake_upstream.then(slow_headers(5.0))
     async with _anthropic(sc.url) as client:
         with pytest.raises(anthropic.APIStatusError) as caught:
