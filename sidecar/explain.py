@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from sidecar.planner import ContextBlock, Plan, Planner, PlanRequest, Route
 from sidecar.planner.types import describe_breakpoints
 from sidecar.planner.volatile import detector_for
 
+_CONTEXT_NAME = re.compile(r'^<context name="([^"]+)">$', re.MULTILINE)
 PREVIEW = 60
 """Characters of each text shown in the annotated view."""
 
@@ -243,13 +245,19 @@ def _preview(value: Any) -> str:
     return json.dumps(text[:PREVIEW] + ("..." if len(text) > PREVIEW else ""), ensure_ascii=False)
 
 
+def _context_label(ctx: str) -> str:
+    names = ", ".join(_CONTEXT_NAME.findall(ctx))
+    return f"[context after the cached prefix: {names}]"
+
+
 def _row(path: str, value: Any, block: Any, plan: Plan) -> str:
     tokens = estimate_json(value)
     text = value.get("text") if isinstance(value, dict) else value
-    if plan.context_text is not None and text == plan.context_text:
-        shown = "[context after the cached prefix]"
-    elif isinstance(value, str) and plan.context_text and value.startswith(plan.context_text):
-        shown = "[context after the cached prefix] + " + _preview(value[len(plan.context_text) :])
+    ctx = plan.context_text
+    if ctx is not None and text == ctx:
+        shown = _context_label(ctx)
+    elif isinstance(value, str) and ctx and value.startswith(ctx):
+        shown = f"{_context_label(ctx)} + {_preview(value[len(ctx) :])}"
     else:
         shown = _preview(text if isinstance(text, str) else value)
     mark = ""

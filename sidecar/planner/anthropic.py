@@ -304,7 +304,17 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
     out = dict(body)
     changed = False
     sys_marks = {m.pos[1]: m.ttl for m in placed if m.pos[0] == 1}
-    if sp.changed or sys_marks:
+    if (sp.changed or sys_marks) and isinstance(system, str) and not sys_marks:
+        # A string needs no conversion when no marker goes on it; app text is stripped
+        # so that planning the result again finds it identical.
+        joined = "\n\n".join(p.text if p.static else p.text.strip() for p in sp.pieces)
+        if joined != system:
+            if joined:
+                out["system"] = joined
+            else:
+                out.pop("system", None)
+            changed = True
+    elif sp.changed or sys_marks:
         blocks: list[dict[str, Any]] = []
         for i, p in enumerate(sp.pieces):
             blk = (

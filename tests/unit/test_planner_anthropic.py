@@ -372,3 +372,11 @@ def test_observe_mode_forwards_the_original_and_predicts() -> None:
 def test_rejects_bodies_it_cannot_plan() -> None:
     with pytest.raises(ValueError, match=r"messages\[0\]\.content"):
         Planner().plan(PlanRequest(route="messages", body={"messages": [{"role": "user"}]}))
+
+
+def test_a_rewritten_system_string_stays_a_string_without_a_marker() -> None:
+    p = plan(body(system=f"Now: {STAMP}\nBe brief."), policy(volatile={"action": "relocate"}))
+    assert p.body["system"] == "Be brief."
+    assert p.body["messages"][0]["content"][0]["text"] == (
+        f'<context name="datetime">\nNow: {STAMP}\n</context>'
+    )

@@ -74,7 +74,7 @@ def test_explain_marks_breakpoints_and_context(
     lines = out.splitlines()
     system_line = next(line for line in lines if line.strip().startswith("system[0]"))
     assert "<== breakpoint (5m)" in system_line
-    assert any("[context after the cached prefix]" in line for line in lines)
+    assert any("[context after the cached prefix: system]" in line for line in lines)
     assert "breakpoints: system@system[0](5m), history@messages[1].content[0](5m)" in out
     assert "relocated: unmatched_system system[0]@0+45" in out
 
