@@ -24,7 +24,7 @@ from demo.workload import WorkloadConfig
 SHORT = WorkloadConfig(users=6, turns=(2, 3), think_time=(0.5, 1.5), ramp_up=1.0)
 """``--short``: a few users, two or three turns each, for tests and a quick look."""
 SHORT_TIME_SCALE = 0.02
-DEFAULT_TIME_SCALE = 0.25
+DEFAULT_TIME_SCALE = 0.5
 
 
 def configure(parser: argparse.ArgumentParser, command: str) -> None:

@@ -258,7 +258,9 @@ def _document(topic: Topic, index: int, rng: random.Random) -> PolicyDocument:
         lines.append(f"{index + 1}.{number} {filled}")
     lines.append(
         f"Scope: applies to orders placed in the online shop and the mobile app in all "
-        f"markets unless a country annex says otherwise. Owner: {topic.name} policy team."
+        f"markets unless a country annex says otherwise. Owner: {topic.name} policy team. "
+        f"Exceptions above these rules need a team lead's approval, recorded on the case with "
+        f"the reason; agents do not promise an exception before it is approved."
     )
     title = topic.titles[index % len(topic.titles)]
     text = "\n".join(lines)

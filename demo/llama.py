@@ -84,8 +84,19 @@ def model_file() -> Path:
     raise LlamaNotInstalledError(f"{MODEL_DIST} is installed but holds no .gguf file")
 
 
+DEFAULT_THREADS = 1
+"""One thread: on a 2-core machine shared with other work, llama.cpp's two OpenMP threads
+wait on each other; measured with llama-bench under load (SmolLM2-135M Q4_1): 1 thread
+130 prompt / 58 generated tokens per second, 2 threads 43 / 8. Idle, 2 threads would win
+by less than 2x; busy, 1 thread wins by 3-7x."""
+
+
 def llama_server(
-    *, log_dir: Path, ctx_size: int = 8192, threads: int = 2, name: str = "llama-server"
+    *,
+    log_dir: Path,
+    ctx_size: int = 8192,
+    threads: int = DEFAULT_THREADS,
+    name: str = "llama-server",
 ) -> tuple[Service, str]:
     """A not-yet-started llama-server on a free loopback port, and its base URL."""
     port = free_port()
@@ -163,7 +174,7 @@ def run_llama_cli(args: argparse.Namespace) -> int:
         arm_deadline=3600.0,
     )
     try:
-        backend = LlamaBackend(ctx_size=8192, threads=2)
+        backend = LlamaBackend(ctx_size=8192, threads=DEFAULT_THREADS)
         comparison = asyncio.run(run_arms(options, backend, Progress()))
     except (LlamaNotInstalledError, ServiceError) as exc:
         sys.stderr.write(f"promptcache demo --backend llama: {exc}\n")

@@ -199,7 +199,7 @@ def simulator_tokens(stats: dict[str, Any]) -> Tokens | None:
     return Tokens(
         uncached=n("uncached"),
         cache_read=n("cache_read"),
-        cache_write_5m=n("cache_write_5m") or n("cache_write"),
+        cache_write_5m=n("cache_write_5m"),
         cache_write_1h=n("cache_write_1h"),
         output=n("output"),
     )

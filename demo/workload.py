@@ -41,13 +41,13 @@ class WorkloadConfig:
     """Conversations each user runs one after the other."""
     turns: tuple[int, int] = (4, 8)
     """Requests per conversation, inclusive range."""
-    prior_pairs: tuple[int, int] = (3, 5)
+    prior_pairs: tuple[int, int] = (6, 10)
     """Earlier question/answer pairs loaded from the chat store, inclusive range."""
     docs_per_request: int = 3
     """Policy documents retrieved per request (~250 tokens each)."""
     max_tokens: int = 300
     """The app's ``max_tokens`` per answer."""
-    think_time: tuple[float, float] = (2.0, 6.0)
+    think_time: tuple[float, float] = (1.0, 3.0)
     """Seconds a user reads and types between turns (divided by the time scale)."""
     ramp_up: float = 5.0
     """Seconds over which users start, like Locust's spawn rate (divided by the time scale)."""
