@@ -153,6 +153,7 @@ class VolatilePattern(_Model):
 
 
 BuiltinDetector = Literal["datetime", "uuid", "hex_id", "numeric_id"]
+ALL_DETECTORS: tuple[BuiltinDetector, ...] = ("datetime", "uuid", "hex_id", "numeric_id")
 
 
 class VolatileSpec(_Model):
@@ -160,9 +161,7 @@ class VolatileSpec(_Model):
 
     action: Literal["report", "relocate"] = "report"
     """``report`` counts what it finds; ``relocate`` moves it behind the cached prefix."""
-    detectors: list[BuiltinDetector] = Field(
-        default_factory=lambda: ["datetime", "uuid", "hex_id", "numeric_id"]
-    )
+    detectors: list[BuiltinDetector] = Field(default_factory=lambda: list(ALL_DETECTORS))
     patterns: list[VolatilePattern] = Field(default_factory=list)
     unmatched_system: Literal["keep", "relocate"] = "keep"
     """With static blocks in ``match`` mode: system text outside every block (retrieved
