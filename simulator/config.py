@@ -39,7 +39,7 @@ class LatencyConfig:
     """Speed at which cached input tokens are loaded instead of computed, tokens/s."""
     decode_tokens_per_s: float = 60.0
     """Output speed of one response, tokens per second."""
-    prefill_lanes: int = 8
+    prefill_lanes: int = 7
     """Prefills that run at once; more requests wait their turn (the shared "GPU")."""
     jitter: float = 0.25
     """Sigma of the log-normal factor on the fixed overhead; rates get half of it."""

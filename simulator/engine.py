@@ -240,8 +240,10 @@ class Simulation:
             self.recorder.finished(route.api, "fault" if faulted else "client_error")
             return error_response(err, dialect=route.dialect, request_id=ctx.request_id)
         except ConnectionResetError:
+            # The client went away mid-answer. aiohttp finishes the returned response
+            # quietly on a closed transport; re-raising would log a server error.
             self.recorder.finished(route.api, "aborted")
-            raise
+            return web.Response(status=499)
         finally:
             metrics.inflight.dec()
         self.recorder.finished(

@@ -132,6 +132,26 @@ async def test_unknown_routes_answer_in_provider_shape(aiohttp_client: Any) -> N
     assert (await client.get("/healthz")).status == 200
 
 
+async def test_a_client_leaving_mid_stream_is_counted_as_aborted() -> None:
+    async with (
+        SimServer(SimConfig(time_scale=0.05)) as sim,
+        aiohttp.ClientSession() as session,
+    ):
+        resp = await session.post(sim.url + "/v1/messages", json=ask("q", 300) | {"stream": True})
+        assert (await resp.content.readany()).startswith(b"event: message_start")
+        resp.close()
+        for _ in range(100):  # the server notices at its next write
+            if sim.stats()["errors"]:
+                break
+            await asyncio.sleep(0.05)
+        registry = sim.simulation.recorder.metrics.registry
+        aborted = registry.get_sample_value(
+            "promptcache_sim_requests_total", {"api": "anthropic", "outcome": "aborted"}
+        )
+    assert aborted == 1
+    assert sim.stats()["tokens"]["cache_write"] == 2325  # its prefill was billed
+
+
 def ttft_sum(sim: SimServer) -> float:
     registry = sim.simulation.recorder.metrics.registry
     value = registry.get_sample_value(
