@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     kopf.configure(debug=level == "debug", quiet=level in ("warning", "error"))
     if level == "error":
         logging.getLogger().setLevel(logging.ERROR)
+    if level != "debug":  # one line per admission request is noise; kopf logs each call
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     registry = kopf.OperatorRegistry()
     register(registry, webhook=options.webhook)
     memo = kopf.Memo()

@@ -359,3 +359,30 @@ def test_a_rule_cel_cannot_express_marks_the_policy_invalid(setup: InjectionSetu
     invalid = condition(obj, "Invalid")
     assert invalid["reason"] == "InvalidSpec"
     assert "unknown variable {user_id}" in invalid["message"]
+
+
+def test_a_foreign_configmap_of_that_name_is_not_overwritten(setup: InjectionSetup) -> None:
+    cp = setup.cp
+    ns = setup.namespace("pc-own")
+    apply(
+        cp,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "promptcache-policy-mine", "namespace": ns},
+            "data": {"policy.yaml": "hand-written"},
+        },
+    )
+    apply(cp, policy("mine", ns, {"staticBlocks": [{"name": "s", "content": "x"}]}))
+    obj = wait_for(
+        lambda: (
+            (o := get_or_none(cp, "promptpolicy", "-n", ns, "mine"))
+            and condition(o, "Invalid").get("status") == "True"
+            and o
+        ),
+        what="Invalid policy",
+    )
+    assert condition(obj, "Invalid")["reason"] == "ConfigMapConflict"
+    assert "not managed by us" in condition(obj, "Invalid")["message"]
+    cm = get_json(cp, "configmap", "-n", ns, "promptcache-policy-mine")
+    assert cm["data"] == {"policy.yaml": "hand-written"}

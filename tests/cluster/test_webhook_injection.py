@@ -244,6 +244,11 @@ def test_namespace_label_opts_in_and_a_pod_can_opt_out(setup: InjectionSetup) ->
     plain = create_pod(cp, bare_pod("plain", plain_ns))
     assert sidecar_names(plain) == []
 
+    # Pods a controller creates (the namespace comes from the request URL) opt in too.
+    apply(cp, deployment("labelled", ns))
+    pod = wait_for(lambda: pods_of(cp, ns, "app=labelled"), what="ReplicaSet pod")[0]
+    assert sidecar_names(pod) == ["promptcache"]
+
 
 def test_excluded_namespaces_are_untouched(setup: InjectionSetup) -> None:
     cp = setup.cp
