@@ -120,7 +120,10 @@ def plan_openai(
             notes.append("tools sorted by name")
 
     sources, frozen = _sources(sys_content, sys_at or "system")
-    sp = plan_system(sources, policy, env.detector, label=sys_at or "system", frozen=frozen)
+    label = (
+        "system" if sys_at is None else sys_at if sys_at == "instructions" else f"{sys_at}.content"
+    )
+    sp = plan_system(sources, policy, env.detector, label=label, frozen=frozen)
     ctx = render_context(context_items(sp.relocated, env))
     k = newest_user(conv)
     if ctx and k is None and string_input is None:
