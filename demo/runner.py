@@ -222,7 +222,11 @@ class SimBackend:
         return [] if stats is None else [Counted("simulator /sim/stats", arm, stats)]
 
     async def notes(self, arm: str, base_url: str) -> list[str]:
-        return []
+        config = json.loads(await get_text(base_url + "/sim/stats")).get("config", {})
+        return [
+            f"{arm}: simulator time scale {config.get('time_scale')}, "
+            f"prefill lanes {config.get('prefill_lanes')}, seed {config.get('seed')}"
+        ]
 
 
 async def run_arms(options: DemoOptions, backend: Backend, progress: Progress) -> Comparison:

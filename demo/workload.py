@@ -51,7 +51,7 @@ class WorkloadConfig:
     """Seconds a user reads and types between turns (divided by the time scale)."""
     ramp_up: float = 5.0
     """Seconds over which users start, like Locust's spawn rate (divided by the time scale)."""
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-4-6"
     seed: int = 7
 
 
