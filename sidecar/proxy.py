@@ -199,6 +199,10 @@ async def llm_call(request: web.Request) -> web.StreamResponse:
         call.status = exc.status
         finish(state, call, None)
         return error_response(family, exc.status, exc.message)
+    except asyncio.CancelledError:  # the app hung up (handler cancellation on)
+        call.outcome = "client_closed"
+        finish(state, call, None)
+        raise
     if isinstance(out, web.Response):
         finish_soon(state, call, seen)  # after aiohttp wrote the answer
     else:
