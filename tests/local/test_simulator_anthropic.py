@@ -258,11 +258,11 @@ async def test_lookback_finds_the_previous_turn_within_20_blocks(
 
 
 async def test_simultaneous_first_requests_all_write() -> None:
-    # Prefill of 2,000 tokens takes 1 simulated second = 0.2 s here; no jitter.
+    # Prefill of 2,000 tokens takes 1 simulated second = 0.5 s here; no jitter.
     latency = LatencyConfig(
         fixed_s=0.0, prefill_tokens_per_s=2000.0, jitter=0.0, tail_probability=0
     )
-    config = SimConfig(time_scale=0.2, latency=latency, clock=ManualClock())
+    config = SimConfig(time_scale=0.5, latency=latency, clock=ManualClock())
     system = [block(2000, ttl="5m")]
     async with (
         SimServer(config) as sim,

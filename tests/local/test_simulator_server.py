@@ -174,11 +174,11 @@ async def test_cached_prefill_is_faster_by_the_calibrated_rates() -> None:
     assert cached == pytest.approx(0.5 + 1 / 9000 + 2325 / 50_000)
 
 
-@pytest.mark.parametrize(("lanes", "min_wait", "max_wait"), [(1, 3.0, 60.0), (4, 0.0, 1.0)])
+@pytest.mark.parametrize(("lanes", "min_wait", "max_wait"), [(1, 1.5, 60.0), (4, 0.0, 1.0)])
 async def test_prefill_lanes_queue_concurrent_requests(
     lanes: int, min_wait: float, max_wait: float
 ) -> None:
-    # Four uncached prefills of ~1 simulated second each, at 1/50 speed.
+    # Four uncached prefills of ~1 simulated second each, at 1/10 speed.
     latency = LatencyConfig(
         fixed_s=0.0,
         prefill_tokens_per_s=2326.0,
@@ -187,7 +187,7 @@ async def test_prefill_lanes_queue_concurrent_requests(
         prefill_lanes=lanes,
     )
     async with (
-        SimServer(SimConfig(time_scale=0.02, latency=latency)) as sim,
+        SimServer(SimConfig(time_scale=0.1, latency=latency)) as sim,
         anthropic.AsyncAnthropic(base_url=sim.url, api_key="k", max_retries=0) as client,
     ):
         await asyncio.gather(
@@ -198,7 +198,8 @@ async def test_prefill_lanes_queue_concurrent_requests(
         )
         registry = sim.simulation.recorder.metrics.registry
         waited = registry.get_sample_value("promptcache_sim_prefill_queue_seconds_sum") or 0.0
-    # One lane: the requests wait ~0 + 1 + 2 + 3 simulated seconds; four lanes: ~none.
+    # One lane: the requests wait ~0 + 1 + 2 + 3 simulated seconds (less if they
+    # arrive spread out); four lanes: ~none.
     assert min_wait <= waited <= max_wait
 
 
