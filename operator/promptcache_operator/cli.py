@@ -136,16 +136,28 @@ def run(args: argparse.Namespace) -> int:
     # kopf names this peer after $POD_ID; the chart sets POD_NAME (the downward API).
     if "POD_ID" not in os.environ and os.environ.get("POD_NAME"):
         os.environ["POD_ID"] = os.environ["POD_NAME"]
-    kopf.run(
-        registry=registry,
-        memo=memo,
-        clusterwide=True,
-        standalone=options.standalone or not options.peering_name,
-        peering_name=options.peering_name,
-        priority=options.priority,
-        liveness_endpoint=options.liveness_endpoint,
-    )
+    try:
+        kopf.run(
+            registry=registry,
+            memo=memo,
+            clusterwide=True,
+            standalone=options.standalone or not options.peering_name,
+            peering_name=options.peering_name,
+            priority=options.priority,
+            liveness_endpoint=options.liveness_endpoint,
+        )
+    except Exception as exc:  # kopf has logged the details; say once why we stop
+        sys.stderr.write(f"promptcache operator: stopped: {_reason(exc)}\n")
+        return 1
     return 0
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost message of an exception chain, on one line."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:256]
 
 
 def main(argv: list[str] | None = None) -> int:

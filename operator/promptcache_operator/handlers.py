@@ -32,6 +32,7 @@ from promptcache_operator.kube import (
     ConflictError,
     KubeClient,
     KubeError,
+    NoCredentialsError,
     NotFoundError,
     core_path,
     group_path,
@@ -218,6 +219,8 @@ async def startup(
     runtime.client = client
     try:
         runtime.server_version = await client.server_version()
+    except NoCredentialsError as exc:
+        raise kopf.PermanentError(str(exc)) from exc
     except KubeError as exc:
         raise kopf.TemporaryError(f"cannot read the server version: {exc}", delay=5) from exc
     minor = runtime.server_version[1] if runtime.server_version[0] == 1 else 99

@@ -43,6 +43,10 @@ class KubeError(Exception):
         self.message = message[:MAX_ERROR_TEXT]
 
 
+class NoCredentialsError(KubeError):
+    """Neither a service account nor a kubeconfig: nothing to retry."""
+
+
 class NotFoundError(KubeError):
     """404: the object (or its namespace) does not exist."""
 
@@ -115,7 +119,7 @@ class KubeClient:
             if relogin or self._session is None or self._info is None:
                 info = self._login()
                 if info is None:
-                    raise KubeError(
+                    raise NoCredentialsError(
                         0, "no Kubernetes credentials (no service account, no kubeconfig)"
                     )
                 if self._session is not None:

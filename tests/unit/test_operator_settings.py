@@ -137,3 +137,43 @@ def test_a_bad_config_stops_the_operator_with_one_line(
     err = capsys.readouterr().err
     assert err.startswith(f"promptcache operator: {bad}: injector config: nativeSidecar")
     assert err.count("\n") == 1
+
+
+def test_a_failed_startup_exits_1_with_the_reason(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "POD_NAMESPACE")}
+    env["HOME"] = str(tmp_path)  # no ~/.kube/config either
+    promptcache = Path(sys.executable).parent / "promptcache"
+    missing = tmp_path / "certs"
+    proc = subprocess.run(
+        [str(promptcache), "operator", "--standalone", "--webhook-cert-dir", str(missing)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert (
+        last
+        == f"promptcache operator: stopped: webhook certificate file missing: {missing}/tls.crt"
+    )
+
+    proc = subprocess.run(
+        [str(promptcache), "operator", "--standalone", "--no-webhook"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .endswith("no Kubernetes credentials (no service account, no kubeconfig)")
+    )
