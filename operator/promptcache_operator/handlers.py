@@ -59,6 +59,10 @@ def _configmap_lookup(client: KubeClient, namespace: str) -> rendering.ConfigMap
     return lookup
 
 
+class ForeignConfigMapError(Exception):
+    """A ConfigMap with the rendered name exists and is not ours: never overwrite it."""
+
+
 def _ours(existing: Mapping[str, Any], policy: Mapping[str, Any]) -> bool:
     meta = existing.get("metadata") or {}
     labels = meta.get("labels") or {}
@@ -73,7 +77,7 @@ async def apply_configmap(
 ) -> str:
     """Create or update the rendered ConfigMap: ``created``/``updated``/``unchanged``.
 
-    Raises ``ConflictError`` when a ConfigMap of that name exists and is not ours.
+    Raises ``ForeignConfigMapError`` when a ConfigMap of that name exists and is not ours.
     """
     meta = desired["metadata"]
     path = core_path("configmaps", namespace=meta["namespace"], name=meta["name"])
@@ -87,7 +91,7 @@ async def apply_configmap(
                 continue
             return "created"
         if not _ours(existing, policy):
-            raise ConflictError(409, f"ConfigMap {meta['name']} exists and is not managed by us")
+            raise ForeignConfigMapError(f"ConfigMap {meta['name']} exists and is not managed by us")
         old_meta = existing.get("metadata") or {}
         if (
             existing.get("data") == desired["data"]
@@ -118,10 +122,8 @@ async def reconcile(
         desired = rendering.rendered_configmap(policy, outcome.spec)
         try:
             action = await apply_configmap(client, desired, policy)
-        except ConflictError as exc:
-            if "not managed" not in exc.message:
-                raise
-            outcome = rendering.Outcome(False, CONFLICT_REASON, exc.message)
+        except ForeignConfigMapError as exc:
+            outcome = rendering.Outcome(False, CONFLICT_REASON, str(exc))
         else:
             if action != "unchanged":
                 cm = desired["metadata"]["name"]
