@@ -48,10 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench import overhead, report
 
     log.info("sidecar overhead: direct, nginx, sidecar (%gs per measurement)...", args.seconds)
-    results, rss, machine = overhead.run(seconds=args.seconds)
+    run = overhead.run(seconds=args.seconds)
     command = "python -m bench" + (f" --seconds {args.seconds:g}" if args.seconds != 8.0 else "")
-    sys.stdout.write(report.table(results, rss) + "\n")
-    report.write(args.report, report.markdown(results, rss, machine, command))
+    sys.stdout.write(report.table(run.fast, run.rss_mb) + "\n\n")
+    sys.stdout.write(report.python_table(run.python) + "\n")
+    report.write(args.report, report.markdown(run, command))
     log.info("written: %s", args.report)
     if not args.skip_context:
         from bench import context_bench

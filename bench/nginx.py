@@ -67,6 +67,16 @@ http {{
       return 200 '{sse}';
     }}
   }}
+  upstream python_upstream {{ server 127.0.0.1:{python_port}; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{python_proxy_port} backlog=4096;
+    location / {{
+      proxy_pass http://python_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
   server {{
     listen 127.0.0.1:{proxy_port} backlog=4096;
     location / {{
@@ -109,9 +119,19 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
 
 @contextlib.contextmanager
 def running(
-    *, upstream_port: int, proxy_port: int, answer_port: int, workers: str = "auto"
+    *,
+    upstream_port: int,
+    proxy_port: int,
+    answer_port: int,
+    python_port: int,
+    python_proxy_port: int,
+    workers: str = "auto",
 ) -> Iterator[None]:
-    """nginx serving the upstream and proxy ports until the block ends."""
+    """nginx serving the upstream and proxy ports until the block ends.
+
+    ``python_proxy_port`` proxies to a Python upstream on ``python_port`` (started by the
+    caller).
+    """
     binary = nginx_binary()
     if binary is None:
         raise RuntimeError("nginx not found (Debian: apt-get install nginx-light)")
@@ -124,6 +144,8 @@ def running(
                 upstream_port=upstream_port,
                 proxy_port=proxy_port,
                 answer_port=answer_port,
+                python_port=python_port,
+                python_proxy_port=python_proxy_port,
                 json=message_json(),
                 sse=message_sse(),
             )

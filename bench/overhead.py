@@ -153,21 +153,65 @@ def machine() -> dict[str, str]:
     }
 
 
-def run(*, seconds: float = 8.0) -> tuple[list[PathFigures], float, dict[str, str]]:
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Everything one benchmark run measured."""
+
+    fast: list[PathFigures]
+    """Against nginx's fixed answer: the strictest view of each hop's cost."""
+    python: list[tuple[str, wrk.Result]]
+    """At 75 connections against a Python (aiohttp) upstream."""
+    rss_mb: float
+    machine: dict[str, str]
+
+
+@contextlib.contextmanager
+def python_upstream(port: int) -> Iterator[None]:
+    process = subprocess.Popen([sys.executable, "-m", "bench.upstream_app", str(port)])
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", process)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def run(*, seconds: float = 8.0) -> Run:
     """Measure direct, nginx and sidecar paths; also the sidecar's peak RSS (MB)."""
     body, stream_body = request_body(), request_body(stream=True)
-    upstream_port, proxy_port, answer_port, sidecar_port = free_ports(4)
-    results: list[PathFigures] = []
+    upstream_port, proxy_port, answer_port, sidecar_port, py_port, py_proxy = free_ports(6)
+    fast: list[PathFigures] = []
+    python: list[tuple[str, wrk.Result]] = []
     rss = 0.0
-    with nginx.running(upstream_port=upstream_port, proxy_port=proxy_port, answer_port=answer_port):
+    with (
+        python_upstream(py_port),
+        nginx.running(
+            upstream_port=upstream_port,
+            proxy_port=proxy_port,
+            answer_port=answer_port,
+            python_port=py_port,
+            python_proxy_port=py_proxy,
+        ),
+    ):
         upstream = f"http://127.0.0.1:{upstream_port}"
-        results.append(measure("direct", upstream, body, stream_body, seconds))
-        results.append(
-            measure("nginx", f"http://127.0.0.1:{proxy_port}", body, stream_body, seconds)
-        )
+        fast.append(measure("direct", upstream, body, stream_body, seconds))
+        fast.append(measure("nginx", f"http://127.0.0.1:{proxy_port}", body, stream_body, seconds))
         for name, env in SIDECAR_VARIANTS.items():
             with sidecar(upstream, sidecar_port, env) as pid:
                 base = f"http://127.0.0.1:{sidecar_port}"
-                results.append(measure(name, base, body, stream_body, seconds))
+                fast.append(measure(name, base, body, stream_body, seconds))
                 rss = max(rss, peak_rss_mb(pid))
-    return results, rss, machine()
+
+        def loaded(base: str) -> wrk.Result:
+            url = base + "/v1/messages"
+            wrk.run(url, body, connections=CONCURRENCY, seconds=1, stream=False)  # warm-up
+            return wrk.run(url, body, connections=CONCURRENCY, seconds=seconds, stream=False)
+
+        py_upstream = f"http://127.0.0.1:{py_port}"
+        python.append(("direct", loaded(py_upstream)))
+        python.append(("nginx", loaded(f"http://127.0.0.1:{py_proxy}")))
+        for name, env in SIDECAR_VARIANTS.items():
+            with sidecar(py_upstream, sidecar_port, env) as pid:
+                python.append((name, loaded(f"http://127.0.0.1:{sidecar_port}")))
+                rss = max(rss, peak_rss_mb(pid))
+    return Run(fast=fast, python=python, rss_mb=rss, machine=machine())

@@ -96,17 +96,17 @@ def _record(state: SidecarState, call: Call, seen: Relayed | None, ended: float)
     metrics = state.metrics
     provider, model, policy = call.provider, call.model, call.policy_label
     outcome = seen.outcome if seen else call.outcome
-    child = metrics.child
-    child(metrics.requests, provider, model, policy, outcome).inc()
+    ledger = metrics.ledger
+    ledger.count(provider, model, policy, outcome)
     if call.sent_at is not None:
         busy = seen.busy if seen else 0.0
         own = max(0.0, call.sent_at - call.arrived - call.excluded) + busy
-        child(metrics.overhead, provider).observe(own)
+        ledger.overhead.observe((provider,), own)
     if seen is None:
         return
-    child(metrics.duration, provider, policy).observe(ended - call.arrived)
+    ledger.duration.observe((provider, policy), ended - call.arrived)
     if seen.first_byte_at is not None:
-        child(metrics.ttft, provider, policy).observe(seen.first_byte_at - call.arrived)
+        ledger.ttft.observe((provider, policy), seen.first_byte_at - call.arrived)
     pricing = call.policy.spec.pricing if call.policy else None
     usage = seen.usage
     if usage is not None:

@@ -1,7 +1,9 @@
 """The sidecar's Prometheus metrics: what caching did, what it saved, what it cost.
 
 Names are contracts (dashboards, alert rules and tests use them). Every metric lives in
-an injected ``CollectorRegistry`` so tests get a fresh one. Label values are bounded:
+an injected ``CollectorRegistry`` so tests get a fresh one; the ones every call updates
+are kept by ``sidecar.ledger`` (plain numbers, exposed on scrape), the rest are
+``prometheus_client`` counters. Label values are bounded:
 ``model`` is the request's model only when it looks like a model name, else ``other``;
 ``policy`` is the loaded policy's name or ``none``; the rest are fixed vocabularies.
 The token hit ratio is computable from the counters::
@@ -14,14 +16,14 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 
 from promptcache.models import ModelInfo, Provider
 from promptcache.policy.schema import PricingOverride
 from promptcache.pricing import cost, model_info
 from promptcache.usage import Usage
+from sidecar.ledger import CallLedger
 
 _MODEL = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 NO_POLICY = "none"
@@ -45,65 +47,21 @@ def _info(provider: Provider, model: str, override: PricingOverride | None) -> M
     return model_info(provider, None if model == "other" else model, override)
 
 
-_CHILD_CACHE_MAX = 4096
-"""Cached labelled series; past this the cache starts over (labels are bounded anyway)."""
-
-_Metric = TypeVar("_Metric", Counter, Histogram)
-
-
 class Metrics:
     """All sidecar metrics, registered in one registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        common = ["provider", "model", "policy"]
-        self.requests = Counter(
-            "promptcache_requests",
-            "Proxied LLM calls by outcome (ok, client_error, rate_limited, server_error, "
-            "unreachable, timeout, stream_error, client_closed, rejected).",
-            [*common, "outcome"],
-            registry=registry,
+        self.ledger = CallLedger(
+            latency_buckets=_LATENCY_BUCKETS,
+            overhead_buckets=_OVERHEAD_BUCKETS,
+            outcome_doc=(
+                "Proxied LLM calls by outcome (ok, client_error, rate_limited, server_error, "
+                "unreachable, timeout, stream_error, client_closed, rejected, context_failed)."
+            ),
         )
-        self.input_tokens = Counter(
-            "promptcache_input_tokens",
-            "Input tokens by how the provider billed them (cache_read, cache_write, uncached).",
-            ["kind", *common],
-            registry=registry,
-        )
-        self.output_tokens = Counter(
-            "promptcache_output_tokens", "Output tokens.", common, registry=registry
-        )
-        self.duration = Histogram(
-            "promptcache_request_duration_seconds",
-            "Seconds from the request's arrival to the last byte of the answer.",
-            ["provider", "policy"],
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.ttft = Histogram(
-            "promptcache_time_to_first_token_seconds",
-            "Seconds from the request's arrival to the first byte of the answer's body.",
-            ["provider", "policy"],
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.overhead = Histogram(
-            "promptcache_overhead_seconds",
-            "Seconds spent inside the sidecar (upstream and context fetching excluded).",
-            ["provider"],
-            buckets=_OVERHEAD_BUCKETS,
-            registry=registry,
-        )
-        self.cost = Counter(
-            "promptcache_cost_usd", "Cost of the calls, USD, as billed.", common, registry=registry
-        )
-        self.cost_without_cache = Counter(
-            "promptcache_cost_without_cache_usd",
-            "Cost the calls would have had without caching, USD (all input at base price).",
-            common,
-            registry=registry,
-        )
+        """requests, input/output tokens, cost, duration, TTFT and overhead (hot path)."""
+        registry.register(self.ledger)
         self.retries = Counter(
             "promptcache_upstream_retries",
             "Upstream attempts repeated before the first byte, by reason "
@@ -153,16 +111,6 @@ class Metrics:
             registry=registry,
         )
 
-    def child(self, metric: _Metric, *labels: str) -> _Metric:
-        """``metric.labels(*labels)``, cached: the lookup is a hot-path cost per call."""
-        key = (id(metric), labels)
-        found = self._children.get(key)
-        if found is None:
-            if len(self._children) >= _CHILD_CACHE_MAX:
-                self._children.clear()
-            found = self._children[key] = metric.labels(*labels)
-        return found
-
     def record_usage(
         self,
         *,
@@ -173,21 +121,16 @@ class Metrics:
         pricing: PricingOverride | None,
     ) -> None:
         """Tokens and cost of one finished call (counted once, at the end of a stream)."""
-        child, tokens = self.child, self.input_tokens
-        # Every series is created (a hit ratio needs its zeros); only non-zero amounts
-        # pay for an increment.
-        for kind, amount in (
-            ("cache_read", usage.cache_read),
-            ("cache_write", usage.cache_write),
-            ("uncached", usage.uncached),
-        ):
-            series = child(tokens, kind, provider, model, policy)
-            if amount:
-                series.inc(amount)
-        child(self.output_tokens, provider, model, policy).inc(usage.output)
         billed = cost(usage, _info(provider, model, pricing))
-        child(self.cost, provider, model, policy).inc(billed.total)
-        child(self.cost_without_cache, provider, model, policy).inc(billed.total_without_cache)
+        self.ledger.add_usage(
+            (provider, model, policy),
+            cache_read=usage.cache_read,
+            cache_write=usage.cache_write,
+            uncached=usage.uncached,
+            output=usage.output,
+            cost=billed.total,
+            cost_without_cache=billed.total_without_cache,
+        )
 
     def record_prediction(
         self,
