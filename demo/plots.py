@@ -54,7 +54,7 @@ def cost_plot(legacy: ArmSummary, promptcache: ArmSummary, path: Path) -> Path:
         ("cache read", "cache_read", "#9bbb59"),
         ("output", "output", "#8064a2"),
     )
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     names = [a.name for a in arms]
     bottoms = [0.0] * len(arms)
     for label, attr, colour in kinds:
@@ -65,7 +65,8 @@ def cost_plot(legacy: ArmSummary, promptcache: ArmSummary, path: Path) -> Path:
         ax.text(i, total, f"${total:.4f}", ha="center", va="bottom")
     ax.set_ylabel("USD per request")
     ax.set_title("Cost per request by token kind")
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], labels[::-1], loc="upper left", bbox_to_anchor=(1.02, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

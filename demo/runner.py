@@ -14,11 +14,14 @@ import asyncio
 import functools
 import json
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from demo.app import Outcome, SupportAgent
 from demo.report import Comparison, Counted
@@ -223,10 +226,30 @@ class SimBackend:
 
     async def notes(self, arm: str, base_url: str) -> list[str]:
         config = json.loads(await get_text(base_url + "/sim/stats")).get("config", {})
+        model = _means(await get_text(base_url + "/metrics"))
         return [
             f"{arm}: simulator time scale {config.get('time_scale')}, "
-            f"prefill lanes {config.get('prefill_lanes')}, seed {config.get('seed')}"
+            f"prefill lanes {config.get('prefill_lanes')}, seed {config.get('seed')}; "
+            f"its own model: mean time to first token "
+            f"{model.get('promptcache_sim_time_to_first_token_seconds', math.nan):.2f} s, "
+            f"mean wait for a prefill lane "
+            f"{model.get('promptcache_sim_prefill_queue_seconds', math.nan):.2f} s"
         ]
+
+
+def _means(metrics_text: str) -> dict[str, float]:
+    """Mean of each histogram in a Prometheus text (sum / count, all labels together)."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name.endswith("_sum"):
+                key = sample.name.removesuffix("_sum")
+                sums[key] = sums.get(key, 0.0) + sample.value
+            elif sample.name.endswith("_count"):
+                key = sample.name.removesuffix("_count")
+                counts[key] = counts.get(key, 0.0) + sample.value
+    return {k: sums[k] / counts[k] for k in sums if counts.get(k)}
 
 
 async def run_arms(options: DemoOptions, backend: Backend, progress: Progress) -> Comparison:
@@ -261,11 +284,19 @@ async def run_arms(options: DemoOptions, backend: Backend, progress: Progress) -
             notes += await backend.notes(arm, base)
 
     info = lookup("anthropic", options.workload.model)
+    legacy = summarise("legacy", outcomes["legacy"], time_scale=options.time_scale, info=info)
+    cached = summarise(
+        "promptcache", outcomes["promptcache"], time_scale=options.time_scale, info=info
+    )
+    notes += [
+        f"{a.name}: mean time to first token as the app measured it {a.ttft_average:.2f} s "
+        "(the difference to the provider's own figure is the client, the network and the "
+        "sidecar, in provider time)"
+        for a in (legacy, cached)
+    ]
     return Comparison(
-        legacy=summarise("legacy", outcomes["legacy"], time_scale=options.time_scale, info=info),
-        promptcache=summarise(
-            "promptcache", outcomes["promptcache"], time_scale=options.time_scale, info=info
-        ),
+        legacy=legacy,
+        promptcache=cached,
         time_scale=options.time_scale,
         backend=backend.name,
         workload=describe(workload),

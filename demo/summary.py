@@ -159,6 +159,10 @@ class ArmSummary:
         return percentile(self.ttft_s, 50)
 
     @property
+    def ttft_average(self) -> float:
+        return _mean(self.ttft_s)
+
+    @property
     def ttft_p95(self) -> float:
         return percentile(self.ttft_s, 95)
 

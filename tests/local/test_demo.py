@@ -72,7 +72,7 @@ def test_caching_happened_only_through_the_sidecar(comparison: Comparison) -> No
     legacy, cached = comparison.legacy.tokens, comparison.promptcache.tokens
     assert legacy.cache_read == 0
     assert legacy.cache_write_5m + legacy.cache_write_1h == 0
-    assert cached.cache_read > 0.5 * cached.total_input
+    assert cached.cache_read > 0.3 * cached.total_input
     assert cached.total_input == pytest.approx(legacy.total_input, rel=0.05)
 
 
