@@ -52,6 +52,8 @@ def finish(state: SidecarState, call: Call, seen: Relayed | None) -> None:
     """Record the call in metrics and its span; never raises."""
     ended = time.perf_counter()
     try:
+        if seen is not None:
+            seen.read_usage()
         _record(state, call, seen, ended)
     except Exception as exc:
         state.metrics.transform_errors.labels(call.provider, "measure").inc()
@@ -84,6 +86,7 @@ def finish_soon(state: SidecarState, call: Call, seen: Relayed) -> None:
 
 def _finish_at(state: SidecarState, call: Call, seen: Relayed, ended: float) -> None:
     try:
+        seen.read_usage()
         _record(state, call, seen, ended)
     except Exception as exc:
         state.metrics.transform_errors.labels(call.provider, "measure").inc()

@@ -42,6 +42,18 @@ class Relayed:
     """``perf_counter`` when the first body byte went to the app."""
     busy: float = 0.0
     """Seconds the relay spent on its own work (header copying, usage taps)."""
+    unread: tuple[Family, bytes, str] | None = None
+    """A whole answer whose usage is still to be read: family, body, content encoding."""
+
+    def read_usage(self) -> None:
+        """Fill ``usage`` and ``model`` from a whole answer (off the app's critical path)."""
+        if self.unread is None:
+            return
+        family, body, encoding = self.unread
+        self.unread = None
+        decoded = _decoded(body, encoding)
+        if decoded is not None:
+            self.usage, self.model = usage_from_body(family, decoded)
 
 
 def outcome_for(status: int) -> str:
@@ -90,9 +102,8 @@ async def relay_whole(
     out = web.Response(status=response.status, reason=response.reason, headers=headers, body=body)
     seen = Relayed(response.status, outcome_for(response.status))
     if family is not None and response.status == 200:
-        decoded = _decoded(body, response.headers.get("content-encoding", "").lower())
-        if decoded is not None:
-            seen.usage, seen.model = usage_from_body(family, decoded)
+        # Read after the answer is on its way (``read_usage``), not before.
+        seen.unread = (family, body, response.headers.get("content-encoding", "").lower())
     seen.first_byte_at = time.perf_counter()
     seen.busy = seen.first_byte_at - started
     return out, seen
