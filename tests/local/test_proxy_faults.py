@@ -228,3 +228,15 @@ async def test_slow_headers_become_a_504(
     assert body["error"]["type"] == "timeout_error"
     assert fake_upstream.url in body["error"]["message"]
     assert len(fake_upstream.requests) == 1  # a timeout is not retried
+
+
+async def test_retry_waits_fit_the_budget(
+    start_sidecar: StartSidecar, fake_upstream: FakeUpstream
+) -> None:
+    sc = await start_sidecar(retry_budget=0.2)
+    fake_upstream.then(status(529, headers={"retry-after": "1"}))
+    async with _anthropic(sc.url) as client:
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            await client.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
+    assert caught.value.status_code == 529  # a 1 s wait does not fit a 0.2 s budget
+    assert len(fake_upstream.requests) == 1

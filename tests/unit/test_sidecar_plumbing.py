@@ -11,6 +11,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
 
+from promptcache.telemetry import setup_tracing, tracing_enabled
 from sidecar.cli import configure, settings_from
 from sidecar.config import SidecarSettings, split_host_port
 from sidecar.errors import error_payload, sse_error_event
@@ -110,3 +111,20 @@ def test_retry_after() -> None:
     seconds = parse_retry_after(when)
     assert seconds is not None
     assert 25 < seconds <= 31
+
+
+def test_tracing_only_with_an_endpoint() -> None:
+    assert not tracing_enabled({})
+    assert tracing_enabled({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
+    assert tracing_enabled({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"})
+    assert not tracing_enabled(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "true"}
+    )
+    assert setup_tracing("svc", environ={}) is None
+    provider = setup_tracing(
+        "svc",
+        environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_SERVICE_NAME": "x"},
+    )
+    assert provider is not None
+    assert provider.resource.attributes["service.name"] == "x"
+    provider.shutdown()
