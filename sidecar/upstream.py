@@ -23,6 +23,7 @@ from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from multidict import CIMultiDict
 from tenacity import (
     AsyncRetrying,
@@ -73,6 +74,22 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def env_proxy(base: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The ``HTTPS_PROXY`` / ``HTTP_PROXY`` the app itself would use for ``base``, if any.
+
+    An app whose pod reaches the provider through an egress proxy must still reach it
+    through the sidecar, so the standard variables (and ``NO_PROXY``) are honoured; they
+    are read once, not per request. Loopback upstreams are never proxied.
+    """
+    if base.host in ("localhost", "::1") or (base.host or "").startswith("127."):
+        return None, None
+    try:
+        proxy, auth = get_env_proxy_for_url(base)
+    except LookupError:
+        return None, None
+    return proxy, auth
+
+
 def make_session(settings: SidecarSettings) -> aiohttp.ClientSession:
     """The pooled session of one upstream: relays bytes as sent (no decompression)."""
     connector = aiohttp.TCPConnector(
@@ -92,7 +109,7 @@ def make_session(settings: SidecarSettings) -> aiohttp.ClientSession:
         auto_decompress=False,
         skip_auto_headers=_NO_AUTO_HEADERS,
         cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=False,
+        trust_env=False,  # proxies: resolved once per upstream by env_proxy
     )
 
 
@@ -113,6 +130,7 @@ class Upstream:
         self._headers_timeout = (
             headers_timeout if headers_timeout < settings.upstream_read_timeout else None
         )
+        self._proxy, self._proxy_auth = env_proxy(self.base)
         # Named in errors and logs: scheme, host and port only (never userinfo or query).
         self.label = f"{self.base.scheme}://{self.base.host}" + (
             f":{self.base.explicit_port}" if self.base.explicit_port else ""
@@ -199,14 +217,19 @@ class Upstream:
         self, method: str, url: URL, headers: CIMultiDict[str], body: Body
     ) -> aiohttp.ClientResponse:
         try:
+            request = self.session.request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                proxy=self._proxy,
+                proxy_auth=self._proxy_auth,
+            )
             if self._headers_timeout is None:  # the session's sock_read covers the wait
-                return await self.session.request(
-                    method, url, headers=headers, data=body, allow_redirects=False
-                )
+                return await request
             async with asyncio.timeout(self._headers_timeout):
-                return await self.session.request(
-                    method, url, headers=headers, data=body, allow_redirects=False
-                )
+                return await request
         except TimeoutError as exc:
             if isinstance(exc, aiohttp.ConnectionTimeoutError):
                 raise _ConnectionFailedError(exc) from exc

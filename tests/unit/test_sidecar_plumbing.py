@@ -10,13 +10,14 @@ import time
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
+from yarl import URL
 
 from promptcache.telemetry import setup_tracing, tracing_enabled
 from sidecar.cli import configure, settings_from
 from sidecar.config import SidecarSettings, split_host_port
 from sidecar.errors import error_payload, sse_error_event
 from sidecar.headers import client_response_headers, upstream_request_headers
-from sidecar.upstream import parse_retry_after
+from sidecar.upstream import env_proxy, parse_retry_after
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -128,3 +129,16 @@ def test_tracing_only_with_an_endpoint() -> None:
     assert provider is not None
     assert provider.resource.attributes["service.name"] == "x"
     provider.shutdown()
+
+
+def test_env_proxy_is_honoured_except_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:pw@egress:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    proxy, auth = env_proxy(URL("https://api.anthropic.com"))
+    assert proxy == URL("http://egress:3128")
+    assert auth is not None
+    assert auth.login == "user"
+    assert env_proxy(URL("https://internal.example")) == (None, None)
+    assert env_proxy(URL("http://127.0.0.1:8080")) == (None, None)
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert env_proxy(URL("https://api.openai.com")) == (None, None)
