@@ -134,7 +134,9 @@ async def llm_call(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     route = ROUTES[request.path]
     family: Family = "anthropic" if route == "messages" else "openai"
-    upstream = state.upstreams[family]
+    upstream = state.upstreams.get(family)
+    if upstream is None:  # shutting down: the sessions are gone
+        return error_response(family, 503, "promptcache: the sidecar is shutting down")
     policy = state.policy.current
     provider = provider_for(route, policy)
     call = Call(
@@ -254,7 +256,9 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     """Every other path and method: relayed untouched, without measuring."""
     state = request.app[STATE]
     family = family_of_request(request)
-    upstream = state.upstreams[family]
+    upstream = state.upstreams.get(family)
+    if upstream is None:
+        return error_response(family, 503, "promptcache: the sidecar is shutting down")
     body: Body = None
     if request.body_exists:
         length = request.content_length
@@ -275,7 +279,7 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
             body,
             on_retry=lambda reason: metrics.retries.labels(family, reason).inc(),
         )
-        if read is not None or _small(response):
+        if read is not None or (_small(response) and request.method != "HEAD"):
             return (await relay_whole(response, read, family=None, label=upstream.label))[0]
         return (await relay_raw(request, response))[0]
     except SidecarError as exc:

@@ -155,3 +155,22 @@ async def test_the_sidecar_stays_up_after_bad_input(
             assert r.status == 200
         async with http.get(sc.admin_url + "/readyz") as r:
             assert r.status == 200
+
+
+async def test_large_or_chunked_pass_through_bodies_are_streamed(
+    start_sidecar: StartSidecar, fake_upstream: FakeUpstream
+) -> None:
+    sc = await start_sidecar(max_body_bytes=4096)
+    upload = bytes(range(256)) * 100  # 25.6 KB, over the proxied routes' limit
+
+    async def chunks() -> Any:
+        for i in range(0, len(upload), 4096):
+            yield upload[i : i + 4096]
+
+    async with aiohttp.ClientSession() as http:
+        async with http.post(sc.url + "/v1/files", data=chunks()) as r:
+            assert r.status == 200
+        assert fake_upstream.requests[-1].body == upload
+        async with http.head(sc.url + "/v1/models") as r:
+            assert r.status == 200
+            assert r.headers["Content-Length"] != "0"
