@@ -80,6 +80,8 @@ async def read_body(request: web.Request, state: SidecarState) -> bytes:
             f"promptcache: request body over the sidecar's limit of {limit} bytes"
         )
     try:
+        if request.content.is_eof():  # all of it arrived with the headers: no timer needed
+            return await request.read()
         async with asyncio.timeout(state.settings.client_body_timeout):
             return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
