@@ -289,9 +289,7 @@ async def run_arms(options: DemoOptions, backend: Backend, progress: Progress) -
         "promptcache", outcomes["promptcache"], time_scale=options.time_scale, info=info
     )
     notes += [
-        f"{a.name}: mean time to first token as the app measured it {a.ttft_average:.2f} s "
-        "(the difference to the provider's own figure is the client, the network and the "
-        "sidecar, in provider time)"
+        f"{a.name}: mean time to first token as the app measured it {a.ttft_average:.2f} s"
         for a in (legacy, cached)
     ]
     return Comparison(
