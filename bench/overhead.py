@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import platform
 import socket
@@ -20,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -32,6 +34,8 @@ from bench.payload import request_body
 
 CONCURRENCY = 75
 TTFB_REQUESTS = 400
+FLOOR = "aiohttp floor"
+"""Row name of ``bench.minimal_proxy``."""
 SIDECAR_VARIANTS: dict[str, dict[str, str]] = {
     "sidecar": {},
     "sidecar, planner off": {"PROMPTCACHE_PLANNER_ENABLED": "false"},
@@ -47,6 +51,40 @@ class PathFigures:
     loaded: wrk.Result
     ttfb_p50: float
     ttfb_p99: float
+    own: OwnTime | None = None
+    """The sidecar's own time per call, from its ``promptcache_overhead_seconds``."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnTime:
+    """``promptcache_overhead_seconds`` over a run: mean and the bucket holding p99."""
+
+    mean: float
+    p99_at_most: float
+    calls: int
+
+
+def own_time(admin_url: str) -> OwnTime | None:
+    """Read the sidecar's overhead histogram from its ``/metrics``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(admin_url + "/metrics", timeout=10).read().decode()
+    buckets: list[tuple[float, float]] = []
+    total = count = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != "promptcache_overhead_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_sum"):
+                total += sample.value
+            elif sample.name.endswith("_count"):
+                count += sample.value
+    if not count:
+        return None
+    p99 = next(le for le, n in sorted(buckets) if n >= 0.99 * count)
+    return OwnTime(mean=total / count, p99_at_most=p99, calls=int(count))
 
 
 def free_ports(count: int) -> list[int]:
@@ -76,19 +114,20 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.
 
 
 @contextlib.contextmanager
-def sidecar(upstream: str, port: int, extra_env: dict[str, str]) -> Iterator[int]:
-    """The sidecar as a real process; yields its pid."""
+def sidecar(upstream: str, port: int, extra_env: dict[str, str]) -> Iterator[tuple[int, str]]:
+    """The sidecar as a real process; yields its pid and admin URL."""
+    admin = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMPTCACHE_", "OTEL_"))}
     env |= {"PROMPTCACHE_LOG_LEVEL": "WARNING"} | extra_env
     argv = [
         sys.executable, "-m", "promptcache", "sidecar",
-        "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{free_port()}",
+        "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}",
         "--anthropic-upstream", upstream,
     ]  # fmt: skip
     process = subprocess.Popen(argv, env=env)
     try:
         _wait_ready(f"http://127.0.0.1:{port}", process)
-        yield process.pid
+        yield process.pid, f"http://127.0.0.1:{admin}"
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -143,7 +182,13 @@ def machine() -> dict[str, str]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return {
+        "commit": commit or "unknown",
+        "load average at the end (1, 5, 15 min; the machine may be shared)": load,
         "cpu": f"{cpu}, {os.cpu_count()} cores",
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
@@ -166,8 +211,21 @@ class Run:
 
 
 @contextlib.contextmanager
+def minimal_proxy(port: int, upstream: str) -> Iterator[None]:
+    """``bench.minimal_proxy``: the floor for any aiohttp hop."""
+    with _module_process(port, "bench.minimal_proxy", str(port), upstream):
+        yield
+
+
+@contextlib.contextmanager
 def python_upstream(port: int) -> Iterator[None]:
-    process = subprocess.Popen([sys.executable, "-m", "bench.upstream_app", str(port)])
+    with _module_process(port, "bench.upstream_app", str(port)):
+        yield
+
+
+@contextlib.contextmanager
+def _module_process(port: int, module: str, *args: str) -> Iterator[None]:
+    process = subprocess.Popen([sys.executable, "-m", module, *args])
     try:
         _wait_ready(f"http://127.0.0.1:{port}", process)
         yield
@@ -196,10 +254,14 @@ def run(*, seconds: float = 8.0) -> Run:
         upstream = f"http://127.0.0.1:{upstream_port}"
         fast.append(measure("direct", upstream, body, stream_body, seconds))
         fast.append(measure("nginx", f"http://127.0.0.1:{proxy_port}", body, stream_body, seconds))
+        with minimal_proxy(sidecar_port, upstream):
+            base = f"http://127.0.0.1:{sidecar_port}"
+            fast.append(measure(FLOOR, base, body, stream_body, seconds))
         for name, env in SIDECAR_VARIANTS.items():
-            with sidecar(upstream, sidecar_port, env) as pid:
+            with sidecar(upstream, sidecar_port, env) as (pid, admin):
                 base = f"http://127.0.0.1:{sidecar_port}"
-                fast.append(measure(name, base, body, stream_body, seconds))
+                figures = measure(name, base, body, stream_body, seconds)
+                fast.append(dataclasses.replace(figures, own=own_time(admin)))
                 rss = max(rss, peak_rss_mb(pid))
 
         def loaded(base: str) -> wrk.Result:
@@ -210,8 +272,10 @@ def run(*, seconds: float = 8.0) -> Run:
         py_upstream = f"http://127.0.0.1:{py_port}"
         python.append(("direct", loaded(py_upstream)))
         python.append(("nginx", loaded(f"http://127.0.0.1:{py_proxy}")))
+        with minimal_proxy(sidecar_port, py_upstream):
+            python.append((FLOOR, loaded(f"http://127.0.0.1:{sidecar_port}")))
         for name, env in SIDECAR_VARIANTS.items():
-            with sidecar(py_upstream, sidecar_port, env) as pid:
+            with sidecar(py_upstream, sidecar_port, env) as (pid, _):
                 python.append((name, loaded(f"http://127.0.0.1:{sidecar_port}")))
                 rss = max(rss, peak_rss_mb(pid))
     return Run(fast=fast, python=python, rss_mb=rss, machine=machine())

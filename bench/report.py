@@ -53,13 +53,49 @@ def table(results: list[PathFigures], rss_mb: float) -> str:
             f"{_ms(r.ttfb_p50 - direct.ttfb_p50)} |"
         )
     lines.append("")
-    lines.append(f"Sidecar peak RSS (VmHWM): **{rss_mb:.1f} MB**.")
+    for r in results:
+        if r.own is not None:
+            lines.append(
+                f"- {r.name}: its own time per call (`promptcache_overhead_seconds`, all "
+                f"{r.own.calls:,} calls of the run) mean {r.own.mean * 1e6:.0f} us, p99 <= "
+                f"{r.own.p99_at_most * 1e3:g} ms; the rest of the added latency is aiohttp "
+                "and the event loop."
+            )
+    lines.append(f"- Sidecar peak RSS (VmHWM, over all runs): **{rss_mb:.1f} MB**.")
     errors = [
         f"{r.name}: {e}" for r in results for e in (r.sequential.errors, r.loaded.errors) if e
     ]
     if errors:
         lines.append("")
         lines.append("wrk reported errors: " + "; ".join(errors))
+    return "\n".join(lines)
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def verdicts(run: Run) -> str:
+    """Each target against each sidecar row of this run."""
+    direct = run.fast[0]
+    nginx_fast = next(r for r in run.fast if r.name == "nginx").loaded.rps
+    nginx_py = dict(run.python)["nginx"].rps
+    python = dict(run.python)
+    lines = []
+    for r in run.fast:
+        if not r.name.startswith("sidecar"):
+            continue
+        p50 = r.sequential.p50 - direct.sequential.p50
+        p99 = r.sequential.p99 - direct.sequential.p99
+        share_fast = r.loaded.rps / nginx_fast
+        share_py = python[r.name].rps / nginx_py if r.name in python else float("nan")
+        lines.append(
+            f"- {r.name}: added median {_ms(p50)} ms ({_mark(p50 <= 0.0005)}), added p99 "
+            f"{_ms(p99)} ms ({_mark(p99 <= 0.002)}); at {CONCURRENCY} connections "
+            f"{share_fast:.0%} of nginx's requests per second against the fast upstream and "
+            f"{share_py:.0%} against the Python one ({_mark(max(share_fast, share_py) >= 0.4)})"
+        )
+    lines.append(f"- peak RSS {run.rss_mb:.1f} MB ({_mark(run.rss_mb <= 80)})")
     return "\n".join(lines)
 
 
@@ -88,6 +124,11 @@ requests).
 
 {table(run.fast, run.rss_mb)}
 
+The **aiohttp floor** row is `bench/minimal_proxy.py`: an aiohttp server that reads the
+body, posts it upstream with a pooled aiohttp client and returns the answer, with no
+parsing, planning, metrics or header handling. It is what any aiohttp hop costs on this
+machine; the distance from it to the sidecar rows is the sidecar's own work.
+
 ## Requests per second against a Python upstream
 
 The same request at {CONCURRENCY} connections, this time against a minimal aiohttp server
@@ -96,7 +137,9 @@ an app reaches locally; nginx and the sidecar each proxy to it.
 
 {python_table(run.python)}
 
-Targets (from the issue): {TARGETS}.
+Targets (from the issue): {TARGETS}. In this run:
+
+{verdicts(run)}
 
 ## Machine
 
