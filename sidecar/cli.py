@@ -45,6 +45,12 @@ objects die by reference counting, not by the cycle collector."""
 
 def configure(parser: argparse.ArgumentParser, command: str) -> None:
     """Add the sidecar's flags (each also ``PROMPTCACHE_<NAME>``)."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "more settings, environment only:\n" + "\n".join(
+        f"  PROMPTCACHE_{name.upper()} (default {field.default})"
+        for name, field in SidecarSettings.model_fields.items()
+        if name not in _FLAGS
+    )
     for name, (metavar, help_text) in _FLAGS.items():
         env = "PROMPTCACHE_" + name.upper()
         parser.add_argument(
