@@ -46,7 +46,7 @@ def first_difference(a: str, b: str) -> int:
         lo += step
     if lo >= n:
         return n
-    while a[lo] == b[lo]:
+    while lo < n and a[lo] == b[lo]:
         lo += 1
     return lo
 
