@@ -183,7 +183,7 @@ RunSidecar = Callable[..., contextlib.AbstractAsyncContextManager[SidecarProcess
 
 @contextlib.asynccontextmanager
 async def _run_sidecar(
-    args: Sequence[str] = (), env: Mapping[str, str] | None = None, *, ready_timeout: float = 20.0
+    args: Sequence[str] = (), env: Mapping[str, str] | None = None, *, ready_timeout: float = 60.0
 ) -> AsyncIterator[SidecarProcess]:
     port, admin = free_port(), free_port()
     argv = [

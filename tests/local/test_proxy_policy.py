@@ -36,7 +36,7 @@ async def _ready(sc: Sidecar) -> dict[str, Any]:
         return body
 
 
-async def _until(predicate: Any, timeout: float = 5.0) -> None:
+async def _until(predicate: Any, timeout: float = 15.0) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not await predicate():

@@ -108,7 +108,7 @@ async def test_app_hanging_up_mid_stream(
                 == 1
             )
 
-        for _ in range(100):
+        for _ in range(300):
             if await counted():
                 break
             await asyncio.sleep(0.05)
