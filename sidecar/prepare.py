@@ -106,6 +106,11 @@ def prepare(
             log.warning("planner failed, forwarding unchanged: %s", type(exc).__name__)
             return Prepared(raw, None, stream, False, raw)
         if plan.changed and not plan.observe_only:
+            planned: object = plan.body  # typed dict, but a planner bug must not pass
+            if not isinstance(planned, dict):
+                metrics.transform_errors.labels(provider, "plan").inc()
+                log.warning("planner returned no body, forwarding unchanged")
+                return Prepared(raw, None, stream, False, raw)
             body = plan.body
     rewrite = body is not parsed
     inject = _wants_usage_injected(route, body)

@@ -149,6 +149,22 @@ async def llm_call(request: web.Request) -> web.StreamResponse:
         policy_label=policy.name if policy else NO_POLICY,
     )
     try:
+        return await _llm_call(request, state, route, upstream, call)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a bug of ours must not cost the app its answer
+        state.metrics.transform_errors.labels(provider, "internal").inc()
+        log.error("internal error, failing open: %s", type(exc).__name__)
+        if call.sent_at is None:  # nothing went upstream yet: forward the app's request as is
+            return await passthrough(request)
+        return error_response(family, 502, "promptcache: internal error relaying the answer")
+
+
+async def _llm_call(
+    request: web.Request, state: SidecarState, route: Route, upstream: Upstream, call: Call
+) -> web.StreamResponse:
+    family, provider, policy, arrived = call.family, call.provider, call.policy, call.arrived
+    try:
         raw = await read_body(request, state)
     except SidecarError as exc:
         call.outcome = "rejected"
