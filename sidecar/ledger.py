@@ -96,7 +96,8 @@ class CallLedger(Collector):
         )
         self.overhead = HistogramFamily(
             "promptcache_overhead_seconds",
-            "Seconds spent inside the sidecar (upstream and context fetching excluded).",
+            "Seconds spent inside the sidecar per call (the app's upload, context fetching "
+            "and the upstream excluded).",
             ["provider"],
             overhead_buckets,
         )
