@@ -31,7 +31,7 @@ class _Command(Protocol):
 
 
 def _load(command: str) -> _Command:
-    module: _Command = importlib.import_module(COMMANDS[command][0])  # type: ignore[assignment]
+    module: _Command = importlib.import_module(COMMANDS[command][0])
     return module
 
 

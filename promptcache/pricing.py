@@ -37,7 +37,9 @@ class Cost:
         return self.input_without_cache - self.input
 
 
-def model_info(provider: Provider, model: str | None, override: PricingOverride | None) -> ModelInfo:
+def model_info(
+    provider: Provider, model: str | None, override: PricingOverride | None
+) -> ModelInfo:
     """The table entry for ``model`` with a policy's price override applied."""
     info = lookup(provider, model)
     if override is None:
