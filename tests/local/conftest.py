@@ -9,6 +9,8 @@
   ``Sidecar`` gives its URLs and reads its metrics.
 * ``sidecar_process``: ``promptcache sidecar`` as a real child process (flags and
   environment as given), ready when it answers ``/readyz``; stopped with SIGTERM.
+* ``simulator_url``: ``promptcache simulate`` as a real child process (the demo's
+  ``demo.services.simulator``: no simulated sleeps, seed 0); yields its base URL.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,6 +34,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
+from demo.services import simulator
 from sidecar.admin import create_admin_app
 from sidecar.app import build_state, create_app
 from sidecar.config import SidecarSettings
@@ -219,3 +223,15 @@ async def _run_sidecar(
 def sidecar_process() -> RunSidecar:
     """``async with sidecar_process(args, env) as proc``: a real sidecar process."""
     return _run_sidecar
+
+
+# --------------------------------------------------------------------------- the simulator
+@pytest.fixture
+async def simulator_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh ``promptcache simulate`` process (time scale 0: answers at once); its URL.
+
+    Its output goes to ``simulator/simulator.log`` under the test's ``tmp_path``.
+    """
+    service, url = simulator(time_scale=0.0, seed=0, log_dir=tmp_path / "simulator")
+    async with service:
+        yield url
