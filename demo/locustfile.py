@@ -32,10 +32,10 @@ from locust import User, between, events, task
 
 from demo.app import legacy_system
 from demo.corpus import retrieve
-from demo.summary import Tokens, breakdown
+from demo.summary import breakdown
 from demo.workload import Conversation, WorkloadConfig, generate
 from promptcache.models import lookup
-from promptcache.usage import from_anthropic
+from promptcache.usage import from_anthropic, total
 
 CONFIG = WorkloadConfig(
     users=1000,
@@ -129,10 +129,10 @@ def _summary(**_: Any) -> None:
         usages = list(_totals)
     if not usages:
         return
-    tokens = Tokens.of(usages)
+    tokens = total(usages)
     cost = breakdown(tokens, len(usages), lookup("anthropic", CONFIG.model))
     sys.stdout.write(
         f"\npromptcache demo workload: {len(usages)} answers, token cache hit rate "
-        f"{tokens.hit_rate:.1%}, cost per request: input ${cost.input:.4f}, "
+        f"{tokens.hit_ratio:.1%}, cost per request: input ${cost.input:.4f}, "
         f"output ${cost.output:.4f}, total ${cost.total:.4f}\n"
     )

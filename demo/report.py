@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from demo.summary import ArmSummary, Tokens
+from demo.summary import ArmSummary, Tokens, agrees
 
 # The case study's figures (before -> after), for the side-by-side column.
 CASE_STUDY: dict[str, str] = {
@@ -71,8 +71,8 @@ class Comparison:
         return [
             Target(
                 f"token cache hit rate >= {HIT_RATE_TARGET:.0%}",
-                _pct(pc.tokens.hit_rate),
-                pc.tokens.hit_rate >= HIT_RATE_TARGET,
+                _pct(pc.tokens.hit_ratio),
+                pc.tokens.hit_ratio >= HIT_RATE_TARGET,
             ),
             Target(
                 f"input cost per request <= {INPUT_COST_TARGET:.0%} of legacy",
@@ -92,7 +92,7 @@ class Comparison:
 
     def consistent(self) -> bool:
         """Every other count of an arm's tokens equals the app's own."""
-        return all(c.tokens.agrees(self.arm(c.arm).tokens) for c in self.counted)
+        return all(agrees(c.tokens, self.arm(c.arm).tokens) for c in self.counted)
 
     def rows(self) -> list[tuple[str, str, str, str, str]]:
         lg, pc = self.legacy, self.promptcache
@@ -112,7 +112,7 @@ class Comparison:
              _chg(lg.ttft_median, pc.ttft_median), "ttft_median"),
             ("Time to first token, P95", ms(lg.ttft_p95), ms(pc.ttft_p95),
              _chg(lg.ttft_p95, pc.ttft_p95), "ttft_p95"),
-            ("Token cache hit rate", _pct(lg.tokens.hit_rate), _pct(pc.tokens.hit_rate), "",
+            ("Token cache hit rate", _pct(lg.tokens.hit_ratio), _pct(pc.tokens.hit_ratio), "",
              "hit_rate"),
             ("Input cost / request", usd(lg.cost.input), usd(pc.cost.input),
              _chg(lg.cost.input, pc.cost.input), "cost_input"),
@@ -145,12 +145,12 @@ class Comparison:
         for name in ("legacy", "promptcache"):
             own = self.arm(name).tokens
             lines.append(
-                f"  {name:<11} app (usage received)  {_pct(own.hit_rate, 2):>7}  {_kinds(own)}"
+                f"  {name:<11} app (usage received)  {_pct(own.hit_ratio, 2):>7}  {_kinds(own)}"
             )
             for c in (c for c in self.counted if c.arm == name):
-                same = "equal" if c.tokens.agrees(own) else "DIFFERENT"
+                same = "equal" if agrees(c.tokens, own) else "DIFFERENT"
                 lines.append(
-                    f"  {name:<11} {c.source:<21} {_pct(c.tokens.hit_rate, 2):>7}  "
+                    f"  {name:<11} {c.source:<21} {_pct(c.tokens.hit_ratio, 2):>7}  "
                     f"{_kinds(c.tokens)}  {same}"
                 )
         return lines
@@ -211,7 +211,7 @@ def _chg(before: float, after: float) -> str:
 
 def _kinds(t: Tokens) -> str:
     return (
-        f"(read {t.cache_read:,}, write {t.cache_write_5m + t.cache_write_1h:,}, "
+        f"(read {t.cache_read:,}, write {t.cache_write:,}, "
         f"uncached {t.uncached:,}, output {t.output:,})"
     )
 

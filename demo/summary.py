@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from demo.app import Outcome
 from promptcache.models import ModelInfo
 from promptcache.pricing import cost
-from promptcache.usage import Usage
+from promptcache.usage import Usage, total
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -34,53 +34,19 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-@dataclass(frozen=True, slots=True)
-class Tokens:
-    """Token totals of an arm, by kind."""
+Tokens = Usage
+"""An arm's token totals by kind: the ``Usage`` of its answers summed (``usage.total``)."""
 
-    uncached: int = 0
-    cache_read: int = 0
-    cache_write_5m: int = 0
-    cache_write_1h: int = 0
-    output: int = 0
 
-    @property
-    def total_input(self) -> int:
-        return self.uncached + self.cache_read + self.cache_write_5m + self.cache_write_1h
-
-    @property
-    def hit_rate(self) -> float:
-        """Share of input tokens read from cache (the case study's "token cache hit rate")."""
-        return self.cache_read / self.total_input if self.total_input else 0.0
-
-    def agrees(self, other: Tokens) -> bool:
-        """Same counts by kind (cache writes of either TTL counted together)."""
-        return (
-            self.uncached == other.uncached
-            and self.cache_read == other.cache_read
-            and self.cache_write_5m + self.cache_write_1h
-            == other.cache_write_5m + other.cache_write_1h
-            and self.output == other.output
-        )
-
-    def as_usage(self) -> Usage:
-        return Usage(
-            uncached=self.uncached,
-            cache_read=self.cache_read,
-            cache_write_5m=self.cache_write_5m,
-            cache_write_1h=self.cache_write_1h,
-            output=self.output,
-        )
-
-    @staticmethod
-    def of(usages: Sequence[Usage]) -> Tokens:
-        return Tokens(
-            uncached=sum(u.uncached for u in usages),
-            cache_read=sum(u.cache_read for u in usages),
-            cache_write_5m=sum(u.cache_write_5m for u in usages),
-            cache_write_1h=sum(u.cache_write_1h for u in usages),
-            output=sum(u.output for u in usages),
-        )
+def agrees(a: Usage, b: Usage) -> bool:
+    """Same counts by kind, cache writes of either TTL counted together (the sidecar's
+    metrics do not split writes by TTL)."""
+    return (
+        a.uncached == b.uncached
+        and a.cache_read == b.cache_read
+        and a.cache_write == b.cache_write
+        and a.output == b.output
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +67,7 @@ class CostBreakdown:
         return self.input + self.output
 
 
-def breakdown(tokens: Tokens, requests: int, info: ModelInfo) -> CostBreakdown:
+def breakdown(tokens: Usage, requests: int, info: ModelInfo) -> CostBreakdown:
     """Cost per request by kind, each priced on its own with ``promptcache.pricing.cost``."""
     n = max(requests, 1)
     parts = (
@@ -177,7 +143,7 @@ def summarise(
     """One arm's figures; wall-clock seconds become simulated seconds via ``time_scale``."""
     scale = time_scale if time_scale > 0 else 1.0
     good = [o for o in outcomes if o.ok]
-    tokens = Tokens.of([o.usage for o in good])
+    tokens = total(o.usage for o in good)
     if outcomes:
         start = min(o.started for o in outcomes)
         end = max(o.started + o.latency for o in outcomes)
@@ -194,7 +160,7 @@ def summarise(
         ttft_s=tuple(o.ttft / scale for o in good if o.ttft is not None),
         tokens=tokens,
         cost=breakdown(tokens, len(good), info),
-        cost_direct=cost(tokens.as_usage(), info).input / n,
+        cost_direct=cost(tokens, info).input / n,
         input_tokens_per_request=tokens.total_input / n,
         retrieved_tokens_per_request=sum(o.retrieved_tokens for o in good) / n,
     )

@@ -9,6 +9,7 @@ diagnosis all need the same three kinds: uncached, cache read, cache write.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,18 @@ class Usage:
         """Share of input tokens read from cache (0 when there was no input)."""
         total = self.total_input
         return self.cache_read / total if total else 0.0
+
+
+def total(usages: Iterable[Usage]) -> Usage:
+    """The kind-by-kind sum of ``usages`` (all zero when there are none)."""
+    items = list(usages)
+    return Usage(
+        uncached=sum(u.uncached for u in items),
+        cache_read=sum(u.cache_read for u in items),
+        cache_write_5m=sum(u.cache_write_5m for u in items),
+        cache_write_1h=sum(u.cache_write_1h for u in items),
+        output=sum(u.output for u in items),
+    )
 
 
 def _int(value: Any) -> int:
