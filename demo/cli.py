@@ -54,9 +54,9 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the demo does")
 
 
-def options_from(args: argparse.Namespace) -> DemoOptions:
-    """``DemoOptions`` for the simulator backend from the parsed flags."""
-    workload = SHORT if args.short else WorkloadConfig()
+def workload_from(args: argparse.Namespace, base: WorkloadConfig) -> WorkloadConfig:
+    """``base`` with the workload flags given (``--users``, ``--conversations``,
+    ``--turns``, ``--seed``) applied; counts below 1 count as 1."""
     changes: dict[str, object] = {}
     if args.users is not None:
         changes["users"] = max(1, args.users)
@@ -66,7 +66,12 @@ def options_from(args: argparse.Namespace) -> DemoOptions:
         changes["turns"] = (max(1, args.turns), max(1, args.turns))
     if args.seed is not None:
         changes["seed"] = args.seed
-    workload = dataclasses.replace(workload, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def options_from(args: argparse.Namespace) -> DemoOptions:
+    """``DemoOptions`` for the simulator backend from the parsed flags."""
+    workload = workload_from(args, SHORT if args.short else WorkloadConfig())
     scale = args.time_scale
     if scale is None:
         scale = SHORT_TIME_SCALE if args.short else DEFAULT_TIME_SCALE

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import importlib.metadata
 import shutil
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from demo.cli import workload_from
 from demo.report import Counted, write
 from demo.runner import DemoOptions, Progress, run_arms
 from demo.services import Service, ServiceError, free_port, get_text
@@ -159,16 +159,7 @@ class LlamaBackend:
 
 def run_llama_cli(args: argparse.Namespace) -> int:
     """``promptcache demo --backend llama``."""
-    changes: dict[str, object] = {}
-    if args.users is not None:
-        changes["users"] = max(1, args.users)
-    if args.conversations is not None:
-        changes["conversations_per_user"] = max(1, args.conversations)
-    if args.turns is not None:
-        changes["turns"] = (max(1, args.turns), max(1, args.turns))
-    if args.seed is not None:
-        changes["seed"] = args.seed
-    workload = dataclasses.replace(LLAMA_WORKLOAD, **changes)  # type: ignore[arg-type]
+    workload = workload_from(args, LLAMA_WORKLOAD)
     out = args.out or Path(f"demo-report-llama-{datetime.now():%Y%m%d-%H%M%S}")
     options = DemoOptions(
         workload=workload,
