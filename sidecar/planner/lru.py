@@ -39,3 +39,44 @@ class Lru(Generic[K, V]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
+
+
+class TextMemo(Generic[V]):
+    """A bounded memo keyed by a (long) text, looked up without hashing all of it.
+
+    A dict keyed by the text would hash every character of a freshly parsed 28 KB
+    system prompt on each request (~7 us here); this keys by the length and both ends
+    and confirms a hit by comparing the texts (a memcmp, ~0.5 us). Texts that share
+    length and ends replace each other, which costs a recomputation, never a wrong
+    value. Least recently used entries go first, as in ``Lru``.
+    """
+
+    EDGE = 64
+    """Characters taken from each end of the text for the key."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self._data: dict[tuple[int, str, str], tuple[str, V]] = {}
+
+    @classmethod
+    def _key(cls, text: str) -> tuple[int, str, str]:
+        return len(text), text[: cls.EDGE], text[-cls.EDGE :]
+
+    def get(self, text: str) -> V | None:
+        data, key = self._data, self._key(text)
+        hit = data.get(key)
+        if hit is not None and hit[0] == text:
+            data[key] = data.pop(key)  # most recently used last
+            return hit[1]
+        return None
+
+    def put(self, text: str, value: V) -> None:
+        data, key = self._data, self._key(text)
+        if key not in data and len(data) >= self.capacity:
+            del data[next(iter(data))]  # the least recently used
+        data[key] = (text, value)
+
+    def __len__(self) -> int:
+        return len(self._data)

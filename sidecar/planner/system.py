@@ -14,10 +14,10 @@ blocks whole, nothing volatile and nothing to move, and returns the sources unch
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from promptcache.policy.schema import PolicySpec, StaticBlock
+from sidecar.planner.lru import TextMemo
 from sidecar.planner.types import Relocation
 from sidecar.planner.volatile import Detector, Span, cut, relocation_units
 
@@ -73,7 +73,7 @@ class _Claim:
     """The text is fixed by the policy (exact, prefix, sha256, inject)."""
 
 
-_SHA_MEMO: OrderedDict[str, str] = OrderedDict()
+_SHA_MEMO: TextMemo[str] = TextMemo(256)
 
 
 def sha256_text(text: str) -> str:
@@ -81,9 +81,7 @@ def sha256_text(text: str) -> str:
     hit = _SHA_MEMO.get(text)
     if hit is None:
         hit = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-        _SHA_MEMO[text] = hit
-        if len(_SHA_MEMO) > 256:
-            _SHA_MEMO.popitem(last=False)
+        _SHA_MEMO.put(text, hit)
     return hit
 
 

@@ -16,10 +16,10 @@ memoised per text, so a stable system prompt is scanned once.
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from promptcache.policy.schema import VolatileSpec
+from sidecar.planner.lru import TextMemo
 
 _TOKEN_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ:.+-_")
 _CANDIDATE = re.compile(r"[0-9][0-9A-Za-z:.+_-]*")
@@ -113,7 +113,7 @@ class Detector:
         self.spec = spec
         self.enabled = frozenset(spec.detectors)
         self.patterns = [(p.name, re.compile(p.regex)) for p in spec.patterns]
-        self._memo: OrderedDict[str, tuple[Span, ...]] = OrderedDict()
+        self._memo: TextMemo[tuple[Span, ...]] = TextMemo(_MEMO_SIZE)
 
     @property
     def active(self) -> bool:
@@ -123,7 +123,6 @@ class Detector:
         """Non-overlapping volatile spans in ``text``, in order."""
         hit = self._memo.get(text)
         if hit is not None:
-            self._memo.move_to_end(text)
             return hit
         spans = _builtin_spans(text, self.enabled) if self.enabled else []
         for name, rx in self.patterns:
@@ -131,9 +130,7 @@ class Detector:
                 Span(name, m.start(), m.end()) for m in rx.finditer(text) if m.end() > m.start()
             )
         result = tuple(_merge(spans))
-        self._memo[text] = result
-        if len(self._memo) > _MEMO_SIZE:
-            self._memo.popitem(last=False)
+        self._memo.put(text, result)
         return result
 
 
