@@ -27,7 +27,7 @@ from sidecar.planner.common import (
     history_fp,
     newest_user,
     render_context,
-    tools_digest,
+    tools_info,
 )
 from sidecar.planner.markers import AUTOMATIC_POS, Marker, marker_json, place, ttl_of
 from sidecar.planner.system import Piece, Source, plan_system, sha256_text
@@ -274,14 +274,15 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
         sp.changed = True
         notes.append("no user message: context appended to the system prompt")
 
+    tinfo = tools_info(tools)
+    td, tools_json = tinfo.digest, tinfo.text
     piece_tok = [estimate_text(p.text) for p in sp.pieces]
-    tool_tok = [estimate_json(t) for t in tools]
+    tool_tok = list(tinfo.tokens)
     cum_msg = [sum(tool_tok) + sum(piece_tok)]
     for m in messages:
         cum_msg.append(cum_msg[-1] + estimate_json(m["content"]))
     lay = _Layout(tools, tool_tok, sp.pieces, piece_tok, cum_msg)
 
-    td, tools_json = tools_digest(tools)
     statics = sp.pieces[: sp.static_count]
     digests = [sha256_text(p.text) for p in statics]
     static_hash = chain(td, *digests) if (td or digests) else None

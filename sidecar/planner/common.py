@@ -12,8 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from promptcache.models import ModelInfo
 from promptcache.policy.schema import PolicySpec
+from promptcache.tokens import estimate_json
+from sidecar.planner.lru import Lru
 from sidecar.planner.types import ContextBlock, Ttl
 from sidecar.planner.volatile import Detector
 
@@ -59,12 +63,48 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def tools_digest(tools: Sequence[Any]) -> tuple[str, str]:
-    """Digest and JSON of the tool definitions (both '' when there are none)."""
+@dataclass(frozen=True, slots=True)
+class ToolsInfo:
+    """What planning needs of the tool definitions; the same on every request of an app."""
+
+    digest: str
+    """sha256 of ``text`` ('' when there are no tools): part of the static prefix hash."""
+    text: str
+    """The tools as compact JSON ('' when there are none), for prefix-change offsets."""
+    tokens: tuple[int, ...]
+    """``estimate_json`` of each tool definition."""
+
+
+_NO_TOOLS = ToolsInfo("", "", ())
+_TOOLS_MEMO: Lru[bytes, ToolsInfo] = Lru(32)
+TOOLS_MEMO_MAX_BYTES = 256 * 1024
+"""Tool lists whose JSON is longer than this are not memoised (memory bound: 32 x this)."""
+
+
+def tools_info(tools: Sequence[Any]) -> ToolsInfo:
+    """Digest, JSON and token counts of the tool definitions, memoised by their bytes.
+
+    An app sends the same tools on every call; serialising them with orjson (~1 us for
+    the bench's four tools) identifies them, where the JSON text, its sha256 and the
+    token walk cost ~30 us. Equal identifying bytes mean equal values, so a hit returns
+    what a recomputation would.
+    """
     if not tools:
-        return "", ""
+        return _NO_TOOLS
+    key = _identity(tools)
+    if key is not None:
+        hit = _TOOLS_MEMO.get(key)
+        if hit is not None:
+            return hit
     text = dumps(tools)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(), text
+    info = ToolsInfo(
+        hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
+        text,
+        tuple(estimate_json(t) for t in tools),
+    )
+    if key is not None and len(key) <= TOOLS_MEMO_MAX_BYTES:
+        _TOOLS_MEMO.put(key, info)
+    return info
 
 
 def chain(*parts: str) -> str:
@@ -88,7 +128,30 @@ def _message_hash(message: Any) -> int:
         content = message.get("content")
         if isinstance(content, str) and len(message) == 2:
             return hash((message.get("role"), content))
-    return hash(dumps(message))
+    key = _identity(message)  # in-process identity only: ~20x quicker than ``dumps``
+    return hash(key if key is not None else dumps(message))
+
+
+_STRICT = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+"""Refuse what ``dumps`` would write differently (it writes ``str(value)`` for them)."""
+
+
+def _identity(value: Any) -> bytes | None:
+    """orjson's bytes for ``value`` when they identify it, else ``None``.
+
+    orjson writes NaN and infinities as ``null`` (the standard library's fallback parser
+    accepts them in a body), so bytes holding a ``null`` may stand for another value;
+    it refuses integers beyond 64 bits and lone surrogates.
+    """
+    try:
+        data = orjson.dumps(value, option=_STRICT)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return None
+    return None if b"null" in data else data
 
 
 def role_of(message: Any) -> str | None:

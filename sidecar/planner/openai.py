@@ -23,7 +23,7 @@ from sidecar.planner.common import (
     newest_user,
     render_context,
     role_of,
-    tools_digest,
+    tools_info,
 )
 from sidecar.planner.system import Piece, Source, plan_system, sha256_text
 from sidecar.planner.types import Diagnostics, Plan
@@ -131,13 +131,14 @@ def plan_openai(
         sp.changed = True
         notes.append("no user message: context appended to the system prompt")
 
-    tools_total = estimate_json(tools)
+    tinfo = tools_info(tools)
+    td, tools_json = tinfo.digest, tinfo.text
+    tools_total = sum(tinfo.tokens)
     piece_tok = [estimate_text(p.text) for p in sp.pieces]
     static_tokens = tools_total + sum(piece_tok[: sp.static_count])
     cum = [tools_total + sum(piece_tok)]
     for m in conv:
         cum.append(cum[-1] + estimate_json(m))
-    td, tools_json = tools_digest(tools)
     statics = sp.pieces[: sp.static_count]
     digests = [sha256_text(p.text) for p in statics]
     static_hash = chain(td, *digests) if (td or digests) else None
