@@ -108,18 +108,11 @@ class SupportAgent:
                 final = await stream.get_final_message()
         except (anthropic.APIError, OSError) as exc:
             log.warning("request failed: %s", type(exc).__name__)
-            outcome = Outcome(
-                user=conv.user,
-                conversation=conv.index,
-                turn=turn,
-                started=started,
-                latency=time.monotonic() - started,
-                ttft=ttft,
-                usage=Usage(),
-                error=type(exc).__name__,
-            )
-            return outcome, ""
-        usage = from_anthropic(final.usage.model_dump())
+            error: str | None = type(exc).__name__
+            usage, reply = Usage(), ""
+        else:
+            error = None
+            usage, reply = from_anthropic(final.usage.model_dump()), "".join(parts)
         outcome = Outcome(
             user=conv.user,
             conversation=conv.index,
@@ -128,6 +121,7 @@ class SupportAgent:
             latency=time.monotonic() - started,
             ttft=ttft,
             usage=usage,
-            retrieved_tokens=sum(estimate_text(d.render()) for d in documents),
+            error=error,
+            retrieved_tokens=0 if error else sum(estimate_text(d.render()) for d in documents),
         )
-        return outcome, "".join(parts)
+        return outcome, reply
