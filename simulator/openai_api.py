@@ -11,17 +11,22 @@ when the output limit cut the answer) and reports ``input_tokens_details.cached_
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from .engine import Prefilled, RequestContext, Route, Served, Simulation
-from .openai_cache import OpenAIPrompt, parse_request
+from .metrics import Api as MetricApi
+from .openai_cache import Api, OpenAIPrompt, parse_request
 from .outcome import CacheOutcome
 from .sse import DONE, event, open_stream, send_json
 from .textgen import Answer, answer
 
 _FINGERPRINT = "fp_sim00001"
+_METRIC_API: dict[Api, MetricApi] = {"chat": "openai_chat", "responses": "openai_responses"}
+
+Respond = Callable[[web.Request, OpenAIPrompt, Prefilled, RequestContext], Awaitable[Served]]
 
 
 def chat_usage(outcome: CacheOutcome, output_tokens: int) -> dict[str, Any]:
@@ -63,14 +68,22 @@ def _groups(sim: Simulation, ans: Answer) -> list[str]:
     return ["".join(ans.pieces[i : i + step]) for i in range(0, len(ans.pieces), step)]
 
 
-def chat_route(sim: Simulation) -> Route[OpenAIPrompt]:
-    """The Chat Completions endpoint bound to one simulation."""
+def _route(sim: Simulation, api: Api, respond: Respond) -> Route[OpenAIPrompt]:
+    """An OpenAI endpoint: ``api``'s request rules, the shared OpenAI cache, ``respond``."""
 
     def parse(body: Any) -> OpenAIPrompt:
-        return parse_request(body, api="chat", config=sim.config.cache)
+        return parse_request(body, api=api, config=sim.config.cache)
 
     def resolve(prompt: OpenAIPrompt, now: float) -> CacheOutcome:
         return sim.openai.resolve(prompt, now=now)
+
+    return Route(
+        api=_METRIC_API[api], dialect="openai", parse=parse, resolve=resolve, respond=respond
+    )
+
+
+def chat_route(sim: Simulation) -> Route[OpenAIPrompt]:
+    """The Chat Completions endpoint bound to one simulation."""
 
     async def respond(
         request: web.Request, prompt: OpenAIPrompt, pre: Prefilled, ctx: RequestContext
@@ -126,17 +139,11 @@ def chat_route(sim: Simulation) -> Route[OpenAIPrompt]:
         await response.write_eof()
         return Served(response, n)
 
-    return Route(api="openai_chat", dialect="openai", parse=parse, resolve=resolve, respond=respond)
+    return _route(sim, "chat", respond)
 
 
 def responses_route(sim: Simulation) -> Route[OpenAIPrompt]:
     """The Responses endpoint bound to one simulation."""
-
-    def parse(body: Any) -> OpenAIPrompt:
-        return parse_request(body, api="responses", config=sim.config.cache)
-
-    def resolve(prompt: OpenAIPrompt, now: float) -> CacheOutcome:
-        return sim.openai.resolve(prompt, now=now)
 
     async def respond(
         request: web.Request, prompt: OpenAIPrompt, pre: Prefilled, ctx: RequestContext
@@ -233,6 +240,4 @@ def responses_route(sim: Simulation) -> Route[OpenAIPrompt]:
         await response.write_eof()
         return Served(response, n)
 
-    return Route(
-        api="openai_responses", dialect="openai", parse=parse, resolve=resolve, respond=respond
-    )
+    return _route(sim, "responses", respond)
