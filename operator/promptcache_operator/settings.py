@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from promptcache import __version__
-from promptcache.policy import describe_validation_error
+from promptcache.policy import describe_validation_error, read_yaml_file
 
 DEFAULT_IMAGE = f"ghcr.io/promptcache/promptcache:{__version__}"
 """The sidecar image when the config names none: the image of this very release."""
@@ -130,14 +129,7 @@ def load_injector_config(path: str | Path | None) -> InjectorConfig:
     if path is None:
         return InjectorConfig()
     p = Path(path)
-    try:
-        text = p.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read: {type(exc).__name__}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML") from exc
+    data = read_yaml_file(p, error=ConfigError)
     try:
         return parse_injector_config(data)
     except ConfigError as exc:

@@ -10,6 +10,7 @@ from promptcache.policy.loading import (
     describe_validation_error,
     load_policy_file,
     parse_policy,
+    read_yaml_file,
 )
 from promptcache.policy.schema import (
     Breakpoints,
@@ -42,4 +43,5 @@ __all__ = [
     "load_policy_file",
     "parse_duration",
     "parse_policy",
+    "read_yaml_file",
 ]

@@ -7,6 +7,7 @@ PromptPolicy's status condition.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,19 +108,25 @@ def policy_name(data: Any, path: Path) -> str:
     return path.stem[:63] or "policy"
 
 
-def load_policy_file(path: str | Path) -> LoadedPolicy:
-    """Read, validate and resolve a policy file; raise ``PolicyError`` with one line."""
-    p = Path(path)
+def read_yaml_file(path: Path, *, error: Callable[[str], Exception] = PolicyError) -> Any:
+    """The YAML document in ``path``, or ``error`` with a one-line reason: the path, why it
+    could not be read, or the line of the syntax error (never the file's content)."""
     try:
-        text = p.read_text("utf-8")
+        text = path.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{p}: cannot read: {type(exc).__name__}: {exc}") from exc
+        raise error(f"{path}: cannot read: {type(exc).__name__}: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise PolicyError(f"{p}: not valid YAML{where}") from exc
+        raise error(f"{path}: not valid YAML{where}") from exc
+
+
+def load_policy_file(path: str | Path) -> LoadedPolicy:
+    """Read, validate and resolve a policy file; raise ``PolicyError`` with one line."""
+    p = Path(path)
+    data = read_yaml_file(p)
     try:
         spec = resolve_files(parse_policy(data), p.parent)
     except PolicyError as exc:
