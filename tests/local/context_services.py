@@ -4,6 +4,11 @@ One ``ContextService`` is an aiohttp server on 127.0.0.1 (a free port) whose rou
 answer the ways a context source can: slowly, with an error status, too much, not text,
 flaky, or echoing what it was sent. It counts hits per route key so that tests can tell
 whether the fetcher went to the network.
+
+The context fetcher's test modules share the fixtures ``service`` (one running
+``ContextService``), ``session`` and ``registry`` by importing ``service_fixture``,
+``session_fixture`` and ``registry_fixture`` from here, and build policies with
+``policy``.
 """
 
 from __future__ import annotations
@@ -14,8 +19,18 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import aiohttp
+import pytest
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from prometheus_client import CollectorRegistry
+
+from promptcache.policy import PolicySpec, parse_policy
+
+NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+"""The app's request headers, when a test sends none."""
 
 
 class ContextService:
@@ -143,3 +158,28 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def policy(*sources: dict[str, Any], **spec: Any) -> PolicySpec:
+    """A policy with ``sources`` as its ``contextSources`` and ``spec``'s other fields."""
+    return parse_policy({"contextSources": list(sources), **spec})
+
+
+@pytest.fixture(name="service")
+async def service_fixture() -> AsyncIterator[ContextService]:
+    """One running ``ContextService`` without delay."""
+    async with ContextService.running() as svc:
+        yield svc
+
+
+@pytest.fixture(name="session")
+async def session_fixture() -> AsyncIterator[aiohttp.ClientSession]:
+    """The fetcher's client session."""
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture(name="registry")
+def registry_fixture() -> CollectorRegistry:
+    """A fresh registry for the fetcher's metrics."""
+    return CollectorRegistry()

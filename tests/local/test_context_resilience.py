@@ -4,40 +4,27 @@ real HTTP services on loopback."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from promptcache.policy import PolicySpec, parse_policy
+from promptcache.policy import PolicySpec
 from sidecar.context import ContextFetcher, ContextMetrics, RequiredSourceError
 from sidecar.planner import ContextBlock
-from tests.local.context_services import ContextService, closed_port_url
-
-NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[ContextService]:
-    async with ContextService.running() as svc:
-        yield svc
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-def registry() -> CollectorRegistry:
-    return CollectorRegistry()
+from tests.local.context_services import (  # noqa: F401 - *_fixture: shared fixtures
+    NO_HEADERS,
+    ContextService,
+    closed_port_url,
+    policy,
+    registry_fixture,
+    service_fixture,
+    session_fixture,
+)
 
 
 @pytest.fixture
@@ -54,10 +41,6 @@ def fetcher(
     return ContextFetcher(
         session=session, metrics=ContextMetrics(registry), tracer_provider=provider
     )
-
-
-def policy(*sources: dict[str, Any], **spec: Any) -> PolicySpec:
-    return parse_policy({"contextSources": list(sources), **spec})
 
 
 async def fetch(fetcher: ContextFetcher, spec: PolicySpec, body: Any = None) -> list[ContextBlock]:
