@@ -15,9 +15,10 @@ control plane is made of, as plain child processes bound to 127.0.0.1:
 
 The binaries are compiled from the Go module proxy by ``hack/kubebin/build.sh`` into a
 per-machine cache; :func:`ensure_binaries` runs it (a no-op once built). All certificates
-and keys are generated here with ``cryptography``; the admin user is ``CN=admin,
+and keys are generated per run (``tests.cluster.pki``); the admin user is ``CN=admin,
 O=system:masters``. Each process logs to a file in the work directory, and a startup
-failure raises :class:`ControlPlaneError` quoting the tail of the relevant log.
+failure raises :class:`ControlPlaneError` quoting the tail of the relevant log. Its
+process helpers (free ports, terminate, log tails) serve the operator harness too.
 
 Typical use::
 
@@ -49,9 +50,11 @@ from types import TracebackType
 from typing import IO, Self
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.cluster.pki import cert_pem, issue, key_pem, make_ca, validity, write
 
 __all__ = [
     "BUILD_SCRIPT",
@@ -61,6 +64,9 @@ __all__ = [
     "ControlPlaneError",
     "KubectlError",
     "ensure_binaries",
+    "free_ports",
+    "tail_text",
+    "terminate",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -118,7 +124,7 @@ def ensure_binaries(timeout: float = 3600.0) -> Path:
     except OSError as exc:
         raise BinariesUnavailableError(f"cannot run {BUILD_SCRIPT}: {exc}") from exc
     if proc.returncode != 0:
-        output = _tail_text(proc.stderr + proc.stdout, LOG_TAIL_LINES)
+        output = tail_text(proc.stderr + proc.stdout, LOG_TAIL_LINES)
         raise BinariesUnavailableError(f"{BUILD_SCRIPT} exited {proc.returncode}:\n{output}")
     lines = proc.stdout.strip().splitlines()
     if not lines:
@@ -227,7 +233,7 @@ class ControlPlane:
             atexit.register(self.stop)
             self._atexit_registered = True
         try:
-            etcd_client, etcd_peer, apiserver_port, kcm_port = _free_ports(4)
+            etcd_client, etcd_peer, apiserver_port, kcm_port = free_ports(4)
             self._pki = self._write_pki()
             self.ca_pem = self._pki.ca_cert.read_bytes()
             self.server = f"https://127.0.0.1:{apiserver_port}"
@@ -247,7 +253,7 @@ class ControlPlane:
         call more than once and after a partial start.
         """
         for name in reversed(list(self._procs)):
-            _terminate(self._procs[name], self.stop_grace)
+            terminate(self._procs[name], self.stop_grace)
         for log in self._log_files:
             log.close()
         self._log_files.clear()
@@ -370,7 +376,7 @@ class ControlPlane:
         if path is None or not path.exists():
             return ""
         text = path.read_text(errors="replace")
-        return f"\n--- last lines of {path} ---\n{_tail_text(text, LOG_TAIL_LINES)}"
+        return f"\n--- last lines of {path} ---\n{tail_text(text, LOG_TAIL_LINES)}"
 
     def _start_etcd(self, client_port: int, peer_port: int) -> None:
         client = f"http://127.0.0.1:{client_port}"
@@ -481,84 +487,15 @@ class ControlPlane:
     def _write_pki(self) -> _Pki:
         pki_dir = self.work_dir / "pki"
         pki_dir.mkdir(parents=True, exist_ok=True)
-        now = datetime.datetime.now(datetime.UTC)
-        not_before = now - datetime.timedelta(hours=1)
-        not_after = now + datetime.timedelta(days=7)
-
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "promptcache-test-ca")])
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-
-        def leaf(
-            subject: x509.Name, usage: x509.ObjectIdentifier, sans: Sequence[x509.GeneralName] = ()
-        ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-            key = ec.generate_private_key(ec.SECP256R1())
-            builder = (
-                x509.CertificateBuilder()
-                .subject_name(subject)
-                .issuer_name(ca_name)
-                .public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(not_before)
-                .not_valid_after(not_after)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(
-                    x509.KeyUsage(
-                        digital_signature=True,
-                        content_commitment=False,
-                        key_encipherment=False,
-                        data_encipherment=False,
-                        key_agreement=False,
-                        key_cert_sign=False,
-                        crl_sign=False,
-                        encipher_only=False,
-                        decipher_only=False,
-                    ),
-                    critical=True,
-                )
-                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-                .add_extension(
-                    x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                    critical=False,
-                )
-            )
-            if sans:
-                builder = builder.add_extension(
-                    x509.SubjectAlternativeName(list(sans)), critical=False
-                )
-            return builder.sign(ca_key, hashes.SHA256()), key
-
-        serving_cert, serving_key = leaf(
+        valid = validity(back=datetime.timedelta(hours=1), ahead=datetime.timedelta(days=7))
+        ca = make_ca("promptcache-test-ca", valid=valid)
+        ca_cert, ca_key = ca
+        serving_cert, serving_key = issue(
+            ca,
             x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
             ExtendedKeyUsageOID.SERVER_AUTH,
-            [
+            valid=valid,
+            sans=[
                 x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                 x509.IPAddress(ipaddress.ip_address(KUBERNETES_SERVICE_IP)),
                 x509.DNSName("localhost"),
@@ -568,7 +505,8 @@ class ControlPlane:
                 x509.DNSName("kubernetes.default.svc.cluster.local"),
             ],
         )
-        admin_cert, admin_key = leaf(
+        admin_cert, admin_key = issue(
+            ca,
             x509.Name(
                 [
                     x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
@@ -576,6 +514,7 @@ class ControlPlane:
                 ]
             ),
             ExtendedKeyUsageOID.CLIENT_AUTH,
+            valid=valid,
         )
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
@@ -589,14 +528,14 @@ class ControlPlane:
             sa_key=pki_dir / "sa.key",
             sa_pub=pki_dir / "sa.pub",
         )
-        _write(pki.ca_cert, _cert_pem(ca_cert))
-        _write(pki.ca_key, _key_pem(ca_key), private=True)
-        _write(pki.serving_cert, _cert_pem(serving_cert))
-        _write(pki.serving_key, _key_pem(serving_key), private=True)
-        _write(pki.admin_cert, _cert_pem(admin_cert))
-        _write(pki.admin_key, _key_pem(admin_key), private=True)
-        _write(pki.sa_key, _key_pem(sa_key), private=True)
-        _write(
+        write(pki.ca_cert, cert_pem(ca_cert))
+        write(pki.ca_key, key_pem(ca_key), private=True)
+        write(pki.serving_cert, cert_pem(serving_cert))
+        write(pki.serving_key, key_pem(serving_key), private=True)
+        write(pki.admin_cert, cert_pem(admin_cert))
+        write(pki.admin_key, key_pem(admin_key), private=True)
+        write(pki.sa_key, key_pem(sa_key), private=True)
+        write(
             pki.sa_pub,
             sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -645,13 +584,13 @@ class ControlPlane:
             "preferences": {},
         }
         # JSON is YAML: kubectl, helm, client-go and the kubernetes Python client all read it.
-        _write(self.kubeconfig, json.dumps(config, indent=2).encode(), private=True)
+        write(self.kubeconfig, json.dumps(config, indent=2).encode(), private=True)
 
 
-# ---------------------------------------------------------------------- helpers
+# ----------------------------------------------------------- helpers (the harness's too)
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """Distinct loopback TCP ports that were free a moment ago (held open together)."""
     socks: list[socket.socket] = []
     try:
@@ -665,7 +604,7 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
+def terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM ``proc``, SIGKILL it if still alive after ``grace`` seconds, and reap it."""
     if proc.poll() is not None:
         return
@@ -704,23 +643,5 @@ def _version_number(text: str) -> int:
     return int(digits)
 
 
-def _tail_text(text: str, lines: int) -> str:
+def tail_text(text: str, lines: int) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-def _cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-
-
-def _write(path: Path, data: bytes, *, private: bool = False) -> None:
-    path.write_bytes(data)
-    if private:
-        path.chmod(0o600)

@@ -18,8 +18,6 @@ import base64
 import datetime
 import ipaddress
 import json
-import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -34,11 +32,16 @@ from typing import Any, TypeVar
 
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.cluster.controlplane import REPO_ROOT, ControlPlane
+from tests.cluster.controlplane import (
+    REPO_ROOT,
+    ControlPlane,
+    free_ports,
+    tail_text,
+    terminate,
+)
+from tests.cluster.pki import cert_pem, issue, key_pem, make_ca, validity, write
 
 CHART = REPO_ROOT / "charts" / "promptcache"
 CRD_FILE = CHART / "crds" / "promptpolicies.promptcache.io.yaml"
@@ -97,12 +100,6 @@ def apply_crd(cp: ControlPlane) -> None:
     )  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # ---------------------------------------------------------------------- certificates
 
 
@@ -117,62 +114,19 @@ class WebhookPki:
 def make_webhook_pki(directory: Path) -> WebhookPki:
     """A CA and a serving certificate for 127.0.0.1, as the operator's cert dir."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "promptcache-test-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
+    valid = validity(back=datetime.timedelta(minutes=5), ahead=datetime.timedelta(days=1))
+    ca = make_ca("promptcache-test-ca", valid=valid)
+    cert, key = issue(
+        ca,
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]),
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        valid=valid,
+        sans=[x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.DNSName("localhost")],
     )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
-    (directory / "ca.crt").write_bytes(ca_pem)
-    (directory / "tls.crt").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    (directory / "tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    ca_pem = cert_pem(ca[0])
+    write(directory / "ca.crt", ca_pem)
+    write(directory / "tls.crt", cert_pem(cert))
+    write(directory / "tls.key", key_pem(key), private=True)
     return WebhookPki(directory, ca_pem)
 
 
@@ -260,8 +214,7 @@ class OperatorProcess:
         self.cp = cp
         self.work_dir = work_dir
         self.pki = pki
-        self.port = free_port()
-        self.liveness_port = free_port()
+        self.port, self.liveness_port = free_ports(2)
         self.config_path = work_dir / "injector-config.yaml"
         self.config_path.write_text(yaml.safe_dump(injector_config))
         self.log_path = work_dir / "operator.log"
@@ -345,14 +298,8 @@ class OperatorProcess:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        if proc is not None:
+            terminate(proc, 20.0)
 
     @property
     def returncode(self) -> int | None:
@@ -362,7 +309,7 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
+        return tail_text(self.log_text(), lines)
 
 
 @dataclass

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -32,7 +30,7 @@ from aiohttp.test_utils import TestServer
 
 from simulator.config import SimConfig
 from simulator.server import create_app
-from tests.cluster.controlplane import ControlPlane
+from tests.cluster.controlplane import ControlPlane, free_ports, terminate
 from tests.cluster.operator_harness import (
     PROMPTCACHE,
     InjectionSetup,
@@ -78,12 +76,6 @@ async def upstream(aiohttp_server: Any) -> tuple[TestServer, list[Obj]]:
     app.middlewares.append(record)
     server: TestServer = await aiohttp_server(app)
     return server, seen
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def injected_pod(setup: InjectionSetup, ns: str) -> Obj:
@@ -172,7 +164,7 @@ async def sidecar_from_pod(
     app_env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
     mounts = play_kubelet(cp, pod, sidecar, tmp_path)
 
-    listen, admin = free_port(), free_port()
+    listen, admin = free_ports(2)
     args = list(sidecar["args"])
     # Same ports as in the pod would clash between tests: map each address to a free one.
     ports = {
@@ -207,12 +199,7 @@ async def sidecar_from_pod(
                 pytest.fail("sidecar not ready:\n" + (tmp_path / "sidecar.log").read_text())
         yield rewrite(app_env["ANTHROPIC_BASE_URL"], mounts, ports), pod
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 15.0)
         log.close()
 
 
