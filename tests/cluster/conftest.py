@@ -11,6 +11,8 @@ Fixtures:
 * ``kubebin_dir`` (session): directory with ``etcd``, ``kube-apiserver``,
   ``kube-controller-manager`` and ``helm``.
 * ``control_plane`` (session): a started :class:`ControlPlane`; stopped at session end.
+* ``cluster_with_crds`` (module): the same control plane with the chart's CRDs and the
+  third-party ones (Prometheus operator...) applied.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ _REPO_ROOT = str(Path(__file__).resolve().parents[2])
 if _REPO_ROOT not in sys.path:  # plain `pytest` (not `python -m pytest`) omits the cwd
     sys.path.insert(0, _REPO_ROOT)
 
+from tests.cluster.chart_support import apply_crds  # noqa: E402
 from tests.cluster.controlplane import (  # noqa: E402
     BinariesUnavailableError,
     ControlPlane,
@@ -94,3 +97,12 @@ def control_plane(
         yield cp
     finally:
         cp.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster_with_crds(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> ControlPlane:
+    """The control plane with the chart's CRDs and the third-party CRDs applied for real."""
+    apply_crds(control_plane, tmp_path_factory.mktemp("gomod"))
+    return control_plane

@@ -25,7 +25,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -336,14 +337,16 @@ class InjectionSetup:
         return name
 
 
-def start_injection(
+@contextmanager
+def injection(
     cp: ControlPlane,
     work_dir: Path,
     *,
     extra_excluded: Sequence[str] = (),
     set_values: Sequence[str] = (),
-) -> InjectionSetup:
-    """Apply the CRD, start the operator with the chart's config and RBAC, register its webhook."""
+) -> Iterator[InjectionSetup]:
+    """Apply the CRD, start the operator with the chart's config and RBAC, register its
+    webhook; afterwards stop the operator and delete the webhook and the namespaces."""
     apply_crd(cp)
     apply(cp, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}})
     docs = chart_manifests(cp, set_values=set_values)
@@ -358,17 +361,14 @@ def start_injection(
     mwc = chart_webhook_configuration(
         docs, name=name, url=operator.url, ca_pem=pki.ca_pem, namespace_label=label
     )
-    apply(cp, mwc)
-    return InjectionSetup(cp, operator, name, label)
-
-
-def stop_injection(setup: InjectionSetup) -> None:
-    setup.operator.stop()
-    setup.cp.kubectl("delete", "mutatingwebhookconfiguration", setup.webhook_name, check=False)
-    for ns in get_json(
-        setup.cp, "namespaces", "-l", f"{setup.namespace_label[0]}={setup.namespace_label[1]}"
-    )["items"]:
-        setup.cp.kubectl("delete", "namespace", ns["metadata"]["name"], "--wait=false", check=False)
+    try:
+        apply(cp, mwc)
+        yield InjectionSetup(cp, operator, name, label)
+    finally:
+        operator.stop()
+        cp.kubectl("delete", "mutatingwebhookconfiguration", name, check=False)
+        for ns in get_json(cp, "namespaces", "-l", f"{label[0]}={label[1]}")["items"]:
+            cp.kubectl("delete", "namespace", ns["metadata"]["name"], "--wait=false", check=False)
 
 
 def pods_of(cp: ControlPlane, namespace: str, selector: str) -> list[Obj]:

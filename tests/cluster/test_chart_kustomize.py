@@ -13,22 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from promptcache.policy.schema import PolicySpec
-from tests.cluster.chart_support import apply_crds, dry_run
+from tests.cluster.chart_support import dry_run
 from tests.cluster.controlplane import REPO_ROOT, ControlPlane
 
 K8S = REPO_ROOT / "k8s"
-
-
-@pytest.fixture(scope="module")
-def cluster_with_crds(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> ControlPlane:
-    apply_crds(control_plane, tmp_path_factory.mktemp("gomod"))
-    return control_plane
 
 
 def test_base_is_generated_from_the_chart(kubebin_dir: Path) -> None:

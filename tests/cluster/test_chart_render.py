@@ -27,7 +27,6 @@ from tests.cluster.chart_support import (
     RELEASE,
     VALUE_SETS,
     Manifest,
-    apply_crds,
     dry_run,
     helm,
     only,
@@ -309,15 +308,6 @@ def test_single_standalone_operator_renders(kubebin_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------ real API server
-
-
-@pytest.fixture(scope="module")
-def cluster_with_crds(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> ControlPlane:
-    """The control plane with the chart's CRDs and the third-party CRDs applied for real."""
-    apply_crds(control_plane, tmp_path_factory.mktemp("gomod"))
-    return control_plane
 
 
 def test_server_side_dry_run(

@@ -38,8 +38,7 @@ from tests.cluster.operator_harness import (
     apply,
     get_json,
     get_or_none,
-    start_injection,
-    stop_injection,
+    injection,
     wait_for,
 )
 
@@ -52,11 +51,8 @@ STATIC = "You are the support agent of Example Corp. Policies follow. " * 170
 def setup(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[InjectionSetup]:
-    s = start_injection(control_plane, tmp_path_factory.mktemp("sidecar-runs"))
-    try:
+    with injection(control_plane, tmp_path_factory.mktemp("sidecar-runs")) as s:
         yield s
-    finally:
-        stop_injection(s)
 
 
 @pytest.fixture

@@ -24,8 +24,7 @@ from tests.cluster.operator_harness import (
     events_for,
     get_json,
     get_or_none,
-    start_injection,
-    stop_injection,
+    injection,
     wait_for,
 )
 
@@ -36,11 +35,8 @@ LONG_PROMPT = "You are the support agent of Example Corp. Answer politely and pr
 def setup(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[InjectionSetup]:
-    s = start_injection(control_plane, tmp_path_factory.mktemp("operator-policies"))
-    try:
+    with injection(control_plane, tmp_path_factory.mktemp("operator-policies")) as s:
         yield s
-    finally:
-        stop_injection(s)
 
 
 def policy(name: str, namespace: str, spec: dict[str, Any]) -> Obj:

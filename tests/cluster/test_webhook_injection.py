@@ -25,9 +25,8 @@ from tests.cluster.operator_harness import (
     apply,
     get_json,
     get_or_none,
+    injection,
     pods_of,
-    start_injection,
-    stop_injection,
     wait_for,
 )
 
@@ -40,15 +39,12 @@ STATUS = "promptcache.io/status"
 def setup(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[InjectionSetup]:
-    s = start_injection(
+    with injection(
         control_plane,
         tmp_path_factory.mktemp("webhook"),
         extra_excluded=["pc-excluded-by-config"],
-    )
-    try:
+    ) as s:
         yield s
-    finally:
-        stop_injection(s)
 
 
 def deployment(name: str, namespace: str, *, annotations: dict[str, str] | None = None) -> Obj:
