@@ -371,6 +371,57 @@ def injection(
             cp.kubectl("delete", "namespace", ns["metadata"]["name"], "--wait=false", check=False)
 
 
+# ---------------------------------------------------------------------- objects
+
+
+def prompt_policy(name: str, namespace: str, spec: Obj) -> Obj:
+    return {
+        "apiVersion": "promptcache.io/v1alpha1",
+        "kind": "PromptPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def config_map(name: str, namespace: str, data: dict[str, str]) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": data,
+    }
+
+
+def condition(obj: Obj | None, kind: str) -> Obj:
+    """The ``kind`` entry of ``obj``'s status conditions; ``{}`` when there is none."""
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind:
+            found: Obj = c
+            return found
+    return {}
+
+
+def wait_condition(
+    cp: ControlPlane,
+    namespace: str,
+    name: str,
+    kind: str,
+    *,
+    what: str,
+    timeout: float = 30.0,
+    **expected: str,
+) -> Obj:
+    """The PromptPolicy ``name`` once its ``kind`` condition has the ``expected`` fields
+    (``status="True"``, ``reason=...``)."""
+
+    def probe() -> Obj | None:
+        obj = get_or_none(cp, "promptpolicy", "-n", namespace, name)
+        found = condition(obj, kind)
+        return obj if all(found.get(k) == v for k, v in expected.items()) else None
+
+    return wait_for(probe, timeout=timeout, what=what)
+
+
 def pods_of(cp: ControlPlane, namespace: str, selector: str) -> list[Obj]:
     items: list[Obj] = get_json(cp, "pods", "-n", namespace, "-l", selector)["items"]
     return items

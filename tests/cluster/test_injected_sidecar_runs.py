@@ -36,9 +36,11 @@ from tests.cluster.operator_harness import (
     InjectionSetup,
     Obj,
     apply,
+    config_map,
     get_json,
     get_or_none,
     injection,
+    prompt_policy,
     wait_for,
 )
 
@@ -79,17 +81,11 @@ def injected_pod(setup: InjectionSetup, ns: str) -> Obj:
     apply(
         cp,
         [
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "agent-prompts", "namespace": ns},
-                "data": {"system.txt": STATIC},
-            },
-            {
-                "apiVersion": "promptcache.io/v1alpha1",
-                "kind": "PromptPolicy",
-                "metadata": {"name": "support", "namespace": ns},
-                "spec": {
+            config_map("agent-prompts", ns, {"system.txt": STATIC}),
+            prompt_policy(
+                "support",
+                ns,
+                {
                     "provider": "anthropic",
                     "staticBlocks": [
                         {
@@ -101,7 +97,7 @@ def injected_pod(setup: InjectionSetup, ns: str) -> Obj:
                         }
                     ],
                 },
-            },
+            ),
         ],
     )
     wait_for(

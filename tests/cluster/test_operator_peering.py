@@ -21,14 +21,14 @@ from tests.cluster.controlplane import ControlPlane
 from tests.cluster.operator_harness import (
     CHART,
     OPERATOR_NAMESPACE,
-    Obj,
     OperatorProcess,
     apply,
     apply_crd,
     chart_injector_config,
     chart_manifests,
-    get_or_none,
     make_webhook_pki,
+    prompt_policy,
+    wait_condition,
     wait_for,
 )
 
@@ -83,19 +83,7 @@ def peers(
         cp.kubectl("delete", "clusterkopfpeering", name, check=False)
 
 
-def ready(cp: ControlPlane, ns: str, name: str) -> bool:
-    obj = get_or_none(cp, "promptpolicy", "-n", ns, name) or {}
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
-def policy(name: str, ns: str) -> Obj:
-    return {
-        "apiVersion": "promptcache.io/v1alpha1",
-        "kind": "PromptPolicy",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"staticBlocks": [{"name": "s", "content": "Be brief."}]},
-    }
+BRIEF = {"staticBlocks": [{"name": "s", "content": "Be brief."}]}
 
 
 def test_one_reconciles_both_inject_and_the_other_takes_over(
@@ -121,16 +109,26 @@ def test_one_reconciles_both_inject_and_the_other_takes_over(
     ns = f"pc-peer-{uuid.uuid4().hex[:6]}"
     apply(cp, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     try:
-        apply(cp, policy("first", ns))
-        wait_for(lambda: ready(cp, ns, "first"), what="policy rendered by the active peer")
+        apply(cp, prompt_policy("first", ns, BRIEF))
+        wait_condition(
+            cp, ns, "first", "Ready", status="True", what="policy rendered by the active peer"
+        )
         assert "ConfigMap promptcache-policy-first created" in active.log_text()
         assert "promptcache-policy-first" not in standby.log_text()
 
         # The active peer leaves (a rollout, a node drain): the standby resumes.
         active.stop()
         wait_for(lambda: RESUMED in standby.log_text(), timeout=60, what="the standby resuming")
-        apply(cp, policy("second", ns))
-        wait_for(lambda: ready(cp, ns, "second"), timeout=60, what="policy rendered after failover")
+        apply(cp, prompt_policy("second", ns, BRIEF))
+        wait_condition(
+            cp,
+            ns,
+            "second",
+            "Ready",
+            status="True",
+            timeout=60,
+            what="policy rendered after failover",
+        )
         assert "ConfigMap promptcache-policy-second created" in standby.log_text()
     finally:
         cp.kubectl("delete", "namespace", ns, "--wait=false", check=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -21,10 +20,14 @@ from tests.cluster.operator_harness import (
     InjectionSetup,
     Obj,
     apply,
+    condition,
+    config_map,
     events_for,
     get_json,
     get_or_none,
     injection,
+    prompt_policy,
+    wait_condition,
     wait_for,
 )
 
@@ -39,23 +42,6 @@ def setup(
         yield s
 
 
-def policy(name: str, namespace: str, spec: dict[str, Any]) -> Obj:
-    return {
-        "apiVersion": "promptcache.io/v1alpha1",
-        "kind": "PromptPolicy",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-
-
-def condition(obj: Obj | None, kind: str) -> Obj:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c.get("type") == kind:
-            found: Obj = c
-            return found
-    return {}
-
-
 def rendered(cp: ControlPlane, namespace: str, name: str) -> Obj | None:
     cm = get_or_none(cp, "configmap", "-n", namespace, f"promptcache-policy-{name}")
     return None if cm is None else yaml.safe_load(cm["data"]["policy.yaml"])
@@ -67,13 +53,8 @@ def test_policy_renders_configmap_and_status_follows(setup: InjectionSetup) -> N
     apply(
         cp,
         [
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "prompts", "namespace": ns},
-                "data": {"system": LONG_PROMPT},
-            },
-            policy(
+            config_map("prompts", ns, {"system": LONG_PROMPT}),
+            prompt_policy(
                 "support",
                 ns,
                 {
@@ -91,11 +72,7 @@ def test_policy_renders_configmap_and_status_follows(setup: InjectionSetup) -> N
         ],
     )
 
-    def ready() -> Obj | None:
-        obj = get_or_none(cp, "promptpolicy", "-n", ns, "support")
-        return obj if condition(obj, "Ready").get("status") == "True" else None
-
-    obj = wait_for(ready, what="Ready policy")
+    obj = wait_condition(cp, ns, "support", "Ready", status="True", what="Ready policy")
     status = obj["status"]
     assert status["observedGeneration"] == obj["metadata"]["generation"]
     assert status["configMap"] == "promptcache-policy-support"
@@ -200,13 +177,8 @@ def test_missing_configmap_key_makes_the_policy_invalid(setup: InjectionSetup) -
     apply(
         cp,
         [
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "prompts", "namespace": ns},
-                "data": {"other": "x"},
-            },
-            policy(
+            config_map("prompts", ns, {"other": "x"}),
+            prompt_policy(
                 "broken",
                 ns,
                 {
@@ -222,14 +194,7 @@ def test_missing_configmap_key_makes_the_policy_invalid(setup: InjectionSetup) -
             ),
         ],
     )
-    obj = wait_for(
-        lambda: (
-            (o := get_or_none(cp, "promptpolicy", "-n", ns, "broken"))
-            and condition(o, "Invalid").get("status") == "True"
-            and o
-        ),
-        what="Invalid policy",
-    )
+    obj = wait_condition(cp, ns, "broken", "Invalid", status="True", what="Invalid policy")
     invalid = condition(obj, "Invalid")
     assert invalid["reason"] == "ConfigMapKeyNotFound"
     assert "ConfigMap prompts has no key system" in invalid["message"]
@@ -245,13 +210,7 @@ def test_missing_configmap_key_makes_the_policy_invalid(setup: InjectionSetup) -
         "patch", "configmap", "-n", ns, "prompts", "--type", "merge",
         "-p", json.dumps({"data": {"system": "Now here."}}),
     )  # fmt: skip
-    wait_for(
-        lambda: (
-            condition(get_or_none(cp, "promptpolicy", "-n", ns, "broken"), "Ready").get("status")
-            == "True"
-        ),
-        what="policy to become Ready",
-    )
+    wait_condition(cp, ns, "broken", "Ready", status="True", what="policy to become Ready")
     assert rendered(cp, ns, "broken") is not None
 
 
@@ -263,31 +222,14 @@ def test_a_missing_configmap_and_a_late_one(setup: InjectionSetup) -> None:
             {"name": "s", "contentFrom": {"configMapKeyRef": {"name": "later", "key": "k"}}}
         ]
     }
-    apply(cp, policy("late", ns, spec))
-    obj = wait_for(
-        lambda: (
-            (o := get_or_none(cp, "promptpolicy", "-n", ns, "late"))
-            and condition(o, "Invalid").get("reason") == "ConfigMapNotFound"
-            and o
-        ),
-        what="ConfigMapNotFound",
+    apply(cp, prompt_policy("late", ns, spec))
+    obj = wait_condition(
+        cp, ns, "late", "Invalid", reason="ConfigMapNotFound", what="ConfigMapNotFound"
     )
     assert "ConfigMap later not found" in condition(obj, "Invalid")["message"]
-    apply(
-        cp,
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "later", "namespace": ns},
-            "data": {"k": "v"},
-        },
-    )
-    wait_for(
-        lambda: (
-            condition(get_or_none(cp, "promptpolicy", "-n", ns, "late"), "Ready").get("status")
-            == "True"
-        ),
-        what="policy Ready once the ConfigMap exists",
+    apply(cp, config_map("later", ns, {"k": "v"}))
+    wait_condition(
+        cp, ns, "late", "Ready", status="True", what="policy Ready once the ConfigMap exists"
     )
 
 
@@ -325,7 +267,7 @@ def test_invalid_policies_are_rejected_at_admission(
 ) -> None:
     cp = setup.cp
     manifest = tmp_path / "bad.yaml"
-    manifest.write_text(yaml.safe_dump(policy("bad", "default", spec)))
+    manifest.write_text(yaml.safe_dump(prompt_policy("bad", "default", spec)))
     with pytest.raises(KubectlError) as excinfo:
         cp.kubectl("apply", "-f", str(manifest))
     text = str(excinfo.value)
@@ -336,22 +278,15 @@ def test_invalid_policies_are_rejected_at_admission(
 def test_a_long_name_is_rejected_with_a_reason(setup: InjectionSetup) -> None:
     name = "p" * 64
     with pytest.raises(KubectlError, match=r"metadata\.name: at most 63 characters"):
-        setup.cp.kubectl("create", "-f", "-", input=json.dumps(policy(name, "default", {})))
+        setup.cp.kubectl("create", "-f", "-", input=json.dumps(prompt_policy(name, "default", {})))
 
 
 def test_a_rule_cel_cannot_express_marks_the_policy_invalid(setup: InjectionSetup) -> None:
     cp = setup.cp
     ns = setup.namespace("pc-tpl")
     spec = {"contextSources": [{"name": "user", "url": "http://users.local/{user_id}"}]}
-    apply(cp, policy("tpl", ns, spec))
-    obj = wait_for(
-        lambda: (
-            (o := get_or_none(cp, "promptpolicy", "-n", ns, "tpl"))
-            and condition(o, "Invalid").get("status") == "True"
-            and o
-        ),
-        what="Invalid policy",
-    )
+    apply(cp, prompt_policy("tpl", ns, spec))
+    obj = wait_condition(cp, ns, "tpl", "Invalid", status="True", what="Invalid policy")
     invalid = condition(obj, "Invalid")
     assert invalid["reason"] == "InvalidSpec"
     assert "unknown variable {user_id}" in invalid["message"]
@@ -360,24 +295,9 @@ def test_a_rule_cel_cannot_express_marks_the_policy_invalid(setup: InjectionSetu
 def test_a_foreign_configmap_of_that_name_is_not_overwritten(setup: InjectionSetup) -> None:
     cp = setup.cp
     ns = setup.namespace("pc-own")
-    apply(
-        cp,
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "promptcache-policy-mine", "namespace": ns},
-            "data": {"policy.yaml": "hand-written"},
-        },
-    )
-    apply(cp, policy("mine", ns, {"staticBlocks": [{"name": "s", "content": "x"}]}))
-    obj = wait_for(
-        lambda: (
-            (o := get_or_none(cp, "promptpolicy", "-n", ns, "mine"))
-            and condition(o, "Invalid").get("status") == "True"
-            and o
-        ),
-        what="Invalid policy",
-    )
+    apply(cp, config_map("promptcache-policy-mine", ns, {"policy.yaml": "hand-written"}))
+    apply(cp, prompt_policy("mine", ns, {"staticBlocks": [{"name": "s", "content": "x"}]}))
+    obj = wait_condition(cp, ns, "mine", "Invalid", status="True", what="Invalid policy")
     assert condition(obj, "Invalid")["reason"] == "ConfigMapConflict"
     assert "not managed by us" in condition(obj, "Invalid")["message"]
     cm = get_json(cp, "configmap", "-n", ns, "promptcache-policy-mine")

@@ -27,6 +27,7 @@ from tests.cluster.operator_harness import (
     get_or_none,
     injection,
     pods_of,
+    prompt_policy,
     wait_for,
 )
 
@@ -121,12 +122,9 @@ def test_annotating_a_deployment_injects_its_new_pods(setup: InjectionSetup) -> 
     ns = setup.namespace("pc-app")
     apply(
         cp,
-        {
-            "apiVersion": "promptcache.io/v1alpha1",
-            "kind": "PromptPolicy",
-            "metadata": {"name": "support", "namespace": ns},
-            "spec": {"staticBlocks": [{"name": "system", "content": "You are helpful."}]},
-        },
+        prompt_policy(
+            "support", ns, {"staticBlocks": [{"name": "system", "content": "You are helpful."}]}
+        ),
     )
     apply(cp, deployment("agent", ns))
     first = wait_for(lambda: pods_of(cp, ns, "app=agent"), what="first pod")[0]
