@@ -165,6 +165,14 @@ def policy(*sources: dict[str, Any], **spec: Any) -> PolicySpec:
     return parse_policy({"contextSources": list(sources), **spec})
 
 
+def fetch_failures(registry: CollectorRegistry, source: str, reason: str) -> float | None:
+    """``promptcache_context_fetch_failures_total`` of policy ``p``'s ``source``."""
+    return registry.get_sample_value(
+        "promptcache_context_fetch_failures_total",
+        {"policy": "p", "source": source, "reason": reason},
+    )
+
+
 @pytest.fixture(name="service")
 async def service_fixture() -> AsyncIterator[ContextService]:
     """One running ``ContextService`` without delay."""

@@ -22,6 +22,7 @@ from tests.local.context_services import (  # noqa: F401 - *_fixture: shared fix
     NO_HEADERS,
     ContextService,
     closed_port_url,
+    fetch_failures,
     policy,
     registry_fixture,
     service_fixture,
@@ -145,13 +146,7 @@ async def test_missing_variable_follows_the_declared_behaviour(
         )
     assert (info.value.source, info.value.reason) == ("req", "missing_variable")
     assert service.hits.total() == 0
-    assert (
-        registry.get_sample_value(
-            "promptcache_context_fetch_failures_total",
-            {"policy": "p", "source": "opt", "reason": "missing_variable"},
-        )
-        == 1
-    )
+    assert fetch_failures(registry, "opt", "missing_variable") == 1
 
 
 async def test_header_value_with_crlf_is_refused(
@@ -190,13 +185,7 @@ async def test_failures_become_the_placeholder(
 ) -> None:
     block = await fetch_one(fetcher, service.base_url + path, **extra)
     assert block.text == f"[context unavailable: {reason}]"
-    assert (
-        registry.get_sample_value(
-            "promptcache_context_fetch_failures_total",
-            {"policy": "p", "source": "src", "reason": reason},
-        )
-        == 1
-    )
+    assert fetch_failures(registry, "src", reason) == 1
 
 
 async def test_unreachable_service(fetcher: ContextFetcher) -> None:

@@ -20,6 +20,7 @@ from tests.local.context_services import (  # noqa: F401 - *_fixture: shared fix
     NO_HEADERS,
     ContextService,
     closed_port_url,
+    fetch_failures,
     policy,
     registry_fixture,
     service_fixture,
@@ -74,13 +75,7 @@ async def test_deadline_shorter_than_a_slow_source(
         ContextBlock("slow", "[context unavailable: deadline]"),
         ContextBlock("quick", "quick context (GET)"),
     ]
-    assert (
-        registry.get_sample_value(
-            "promptcache_context_fetch_failures_total",
-            {"policy": "p", "source": "slow", "reason": "deadline"},
-        )
-        == 1
-    )
+    assert fetch_failures(registry, "slow", "deadline") == 1
 
 
 async def test_required_source_past_the_deadline_fails_the_request(
