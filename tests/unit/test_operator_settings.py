@@ -147,15 +147,19 @@ def test_a_failed_startup_exits_1_with_the_reason(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "POD_NAMESPACE")}
     env["HOME"] = str(tmp_path)  # no ~/.kube/config either
     promptcache = Path(sys.executable).parent / "promptcache"
+
+    def standalone(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(promptcache), "operator", "--standalone", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
     missing = tmp_path / "certs"
-    proc = subprocess.run(
-        [str(promptcache), "operator", "--standalone", "--webhook-cert-dir", str(missing)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = standalone("--webhook-cert-dir", str(missing))
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert (
@@ -163,14 +167,7 @@ def test_a_failed_startup_exits_1_with_the_reason(tmp_path: Path) -> None:
         == f"promptcache operator: stopped: webhook certificate file missing: {missing}/tls.crt"
     )
 
-    proc = subprocess.run(
-        [str(promptcache), "operator", "--standalone", "--no-webhook"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = standalone("--no-webhook")
     assert proc.returncode == 1
     assert (
         proc.stderr.strip()
