@@ -27,7 +27,7 @@ def estimate_text(text: str) -> int:
     """Tokens in ``text`` by the ~4-characters rule (0 only for the empty string)."""
     if not text:
         return 0
-    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+    return math.ceil(len(text) / CHARS_PER_TOKEN)  # at least 1 for a non-empty text
 
 
 def estimate_json(value: Any) -> int:

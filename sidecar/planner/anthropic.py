@@ -68,9 +68,12 @@ def _check_messages(messages: Any) -> list[Any]:
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise PlanError(f"messages[{i}]: expected an object")
-        if not isinstance(m.get("content"), str | list):
+        if not isinstance(m.get("content"), _CONTENT_TYPES):
             raise PlanError(f"messages[{i}].content: expected a string or a list of blocks")
     return messages
+
+
+_CONTENT_TYPES = (str, list)
 
 
 def _nblocks(message: dict[str, Any]) -> int:
@@ -279,8 +282,11 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
     piece_tok = [estimate_text(p.text) for p in sp.pieces]
     tool_tok = list(tinfo.tokens)
     cum_msg = [sum(tool_tok) + sum(piece_tok)]
+    total = cum_msg[0]
     for m in messages:
-        cum_msg.append(cum_msg[-1] + estimate_json(m["content"]))
+        content = m["content"]
+        total += estimate_text(content) if type(content) is str else estimate_json(content)
+        cum_msg.append(total)
     lay = _Layout(tools, tool_tok, sp.pieces, piece_tok, cum_msg)
 
     statics = sp.pieces[: sp.static_count]

@@ -107,9 +107,18 @@ def tools_info(tools: Sequence[Any]) -> ToolsInfo:
     return info
 
 
+_CHAINS: dict[tuple[str, ...], str] = {}
+
+
 def chain(*parts: str) -> str:
-    """A short identity for a sequence of digests."""
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    """A short identity for a sequence of digests (memoised: the same ones recur)."""
+    hit = _CHAINS.get(parts)
+    if hit is None:
+        hit = hashlib.sha256("\n".join(parts).encode()).hexdigest()
+        if len(_CHAINS) >= 256:
+            _CHAINS.clear()
+        _CHAINS[parts] = hit
+    return hit
 
 
 def history_fp(static_hash: str | None, messages: Sequence[Any], end: int) -> str:

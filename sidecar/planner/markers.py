@@ -9,8 +9,7 @@ of ours would break a rule, we add fewer markers instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sidecar.planner.types import Breakpoint, Tier, Ttl
 
@@ -20,9 +19,8 @@ Pos = tuple[int, int, int]
 AUTOMATIC_POS: Pos = (3, 0, 0)
 
 
-@dataclass(frozen=True, slots=True)
-class Marker:
-    """A cache marker in the planned request."""
+class Marker(NamedTuple):
+    """A cache marker in the planned request (a tuple: several are made per request)."""
 
     pos: Pos
     ttl: Ttl

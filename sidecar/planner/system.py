@@ -276,9 +276,14 @@ def plan_system(
         for c in (c for c in claims if c.block == b):
             src = sources[c.source]
             if c.fixed:
-                text = src.text[c.start : c.end] if block.mode == "match" else block.content
                 exact = block.match.exact if block.match is not None else None
-                text = exact if exact is not None else text
+                text = (
+                    exact
+                    if exact is not None
+                    else src.text[c.start : c.end]
+                    if block.mode == "match"
+                    else block.content
+                )
                 assert text is not None
                 keep = c.source in whole
                 plan.pieces.append(Piece(text, block.name, c.source if keep else None))
