@@ -103,7 +103,7 @@ def tools_info(tools: Sequence[Any]) -> ToolsInfo:
         tuple(estimate_json(t) for t in tools),
     )
     if key is not None and len(key) <= TOOLS_MEMO_MAX_BYTES:
-        _TOOLS_MEMO.put(key, info)
+        _TOOLS_MEMO.put(bytes(memoryview(key)), info)  # orjson's bytes are oversized
     return info
 
 
