@@ -1,4 +1,4 @@
-"""``python -m bench`` (``make bench``): sidecar overhead, then context prefetch.
+"""``python -m bench`` (``make bench``): sidecar overhead, planner cost, then context prefetch.
 
 Prints the tables and writes ``docs/benchmarks.md``. nginx and wrk come from Debian;
 when they are missing and this runs as root with apt-get, they are installed first.
@@ -45,14 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ensure_tools()
-    from bench import overhead, report
+    from bench import overhead, planner_bench, report
 
     log.info("sidecar overhead: direct, nginx, sidecar (%gs per measurement)...", args.seconds)
     run = overhead.run(seconds=args.seconds)
+    log.info("planner cost per call...")
+    planner = planner_bench.run()
     command = "python -m bench" + (f" --seconds {args.seconds:g}" if args.seconds != 8.0 else "")
     sys.stdout.write(report.table(run.fast, run.rss_mb) + "\n\n")
-    sys.stdout.write(report.python_table(run.python) + "\n")
-    report.write(args.report, report.markdown(run, command))
+    sys.stdout.write(report.python_table(run.python) + "\n\n")
+    sys.stdout.write(planner_bench.table(planner) + "\n")
+    report.write(args.report, report.markdown(run, command, planner=planner))
     log.info("written: %s", args.report)
     if not args.skip_context:
         from bench import context_bench
