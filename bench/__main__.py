@@ -39,7 +39,12 @@ def ensure_tools() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=8.0, help="per wrk measurement")
+    parser.add_argument(
+        "--seconds", type=float, default=8.0, help="per path and wrk measurement, all slices"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="slices per measurement, the paths taking turns"
+    )
     parser.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--skip-context", action="store_true", help="overhead only")
     args = parser.parse_args(argv)
@@ -48,10 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench import overhead, planner_bench, report
 
     log.info("sidecar overhead: direct, nginx, sidecar (%gs per measurement)...", args.seconds)
-    run = overhead.run(seconds=args.seconds)
+    run = overhead.run(seconds=args.seconds, rounds=args.rounds)
     log.info("planner cost per call...")
     planner = planner_bench.run()
     command = "python -m bench" + (f" --seconds {args.seconds:g}" if args.seconds != 8.0 else "")
+    command += f" --rounds {args.rounds}" if args.rounds != 3 else ""
     sys.stdout.write(report.table(run.fast, run.rss_mb) + "\n\n")
     sys.stdout.write(report.python_table(run.python) + "\n\n")
     sys.stdout.write(planner_bench.table(planner) + "\n")

@@ -5,8 +5,10 @@ upstream) and, on a second port, proxies to it (the floor for a proxy hop); the 
 runs as a real process in front of the same upstream. ``wrk`` sends the ~28 KB request
 over one connection (added latency: median and p99) and over 75 (requests per second
 and latency under load); an aiohttp client measures the streamed answer's time to first
-byte; the sidecar's peak RSS is read from ``/proc``. Figures are reported as measured
-and as ratios to the direct path of the same run.
+byte; the sidecar's peak RSS is read from ``/proc``. All paths are up together and take
+turns in short slices, each figure the median of its slices, so that a burst of other
+work on a shared machine does not land on one path only. Figures are reported as
+measured and as ratios to the direct path of the same run.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from bench.payload import request_body
 
 CONCURRENCY = 75
 TTFB_REQUESTS = 400
+ROUNDS = 3
+"""Slices per path and measurement, the paths taking turns (see ``measure_all``)."""
 FLOOR = "aiohttp floor"
 """Row name of ``bench.minimal_proxy``."""
 SIDECAR_VARIANTS: dict[str, dict[str, str]] = {
@@ -160,19 +164,69 @@ async def _ttfb(url: str, body: bytes, count: int) -> list[float]:
     return times
 
 
-def measure(name: str, base: str, body: bytes, stream_body: bytes, seconds: float) -> PathFigures:
-    url = base + "/v1/messages"
-    wrk.run(url, body, connections=1, seconds=1, stream=False)  # warm-up
-    sequential = wrk.run(url, body, connections=1, seconds=seconds, stream=False)
-    loaded = wrk.run(url, body, connections=CONCURRENCY, seconds=seconds, stream=False)
-    ttfb = sorted(asyncio.run(_ttfb(url, stream_body, TTFB_REQUESTS)))
-    return PathFigures(
-        name=name,
-        sequential=sequential,
-        loaded=loaded,
-        ttfb_p50=statistics.median(ttfb),
-        ttfb_p99=ttfb[int(len(ttfb) * 0.99) - 1],
+def _median_result(results: list[wrk.Result]) -> wrk.Result:
+    """Each figure's median over the rounds of one path."""
+    errors = "; ".join(r.errors for r in results if r.errors) or None
+    return wrk.Result(
+        p50=statistics.median(r.p50 for r in results),
+        p90=statistics.median(r.p90 for r in results),
+        p99=statistics.median(r.p99 for r in results),
+        rps=statistics.median(r.rps for r in results),
+        errors=errors,
     )
+
+
+def slice_seconds(seconds: float, rounds: int) -> int:
+    """``seconds`` split into ``rounds`` slices, whole seconds each (wrk takes no less)."""
+    return max(1, round(seconds / rounds))
+
+
+def loaded_rounds(
+    bases: dict[str, str], body: bytes, seconds: float, rounds: int
+) -> dict[str, wrk.Result]:
+    """``CONCURRENCY`` connections per path, the paths taking turns ``rounds`` times."""
+    slices: dict[str, list[wrk.Result]] = {name: [] for name in bases}
+    for base in bases.values():  # warm-up: pools filled, code paths hot
+        wrk.run(base + "/v1/messages", body, connections=CONCURRENCY, seconds=1, stream=False)
+    for _ in range(rounds):
+        for name, base in bases.items():
+            url = base + "/v1/messages"
+            result = wrk.run(url, body, connections=CONCURRENCY, seconds=seconds, stream=False)
+            slices[name].append(result)
+    return {name: _median_result(results) for name, results in slices.items()}
+
+
+def measure_all(
+    bases: dict[str, str], body: bytes, stream_body: bytes, seconds: float, rounds: int
+) -> list[PathFigures]:
+    """Every path, taking turns: ``rounds`` slices of ``seconds / rounds`` each, sequential
+    then loaded, each figure the median of its slices.
+
+    The machine may be shared: a burst of someone else's work then lands on a slice of
+    every path alike instead of on one path's whole measurement.
+    """
+    share = slice_seconds(seconds, rounds)
+    for base in bases.values():
+        wrk.run(base + "/v1/messages", body, connections=1, seconds=1, stream=False)
+    sequential: dict[str, list[wrk.Result]] = {name: [] for name in bases}
+    for _ in range(rounds):
+        for name, base in bases.items():
+            url = base + "/v1/messages"
+            sequential[name].append(wrk.run(url, body, connections=1, seconds=share, stream=False))
+    loaded = loaded_rounds(bases, body, share, rounds)
+    out: list[PathFigures] = []
+    for name, base in bases.items():
+        ttfb = sorted(asyncio.run(_ttfb(base + "/v1/messages", stream_body, TTFB_REQUESTS)))
+        out.append(
+            PathFigures(
+                name=name,
+                sequential=_median_result(sequential[name]),
+                loaded=loaded[name],
+                ttfb_p50=statistics.median(ttfb),
+                ttfb_p99=ttfb[int(len(ttfb) * 0.99) - 1],
+            )
+        )
+    return out
 
 
 def machine() -> dict[str, str]:
@@ -208,6 +262,8 @@ class Run:
     """At 75 connections against a Python (aiohttp) upstream."""
     rss_mb: float
     machine: dict[str, str]
+    rounds: int = ROUNDS
+    """Interleaved slices per path and measurement."""
 
 
 @contextlib.contextmanager
@@ -234,12 +290,29 @@ def _module_process(port: int, module: str, *args: str) -> Iterator[None]:
         process.wait(timeout=30)
 
 
-def run(*, seconds: float = 8.0) -> Run:
+@contextlib.contextmanager
+def all_paths(
+    upstream: str, nginx_base: str, floor_port: int, sidecar_ports: dict[str, int]
+) -> Iterator[tuple[dict[str, str], dict[str, tuple[int, str]]]]:
+    """Every path up at once in front of ``upstream``: base URLs by row name (in table
+    order), and each sidecar's pid and admin URL."""
+    with contextlib.ExitStack() as stack:
+        bases = {"direct": upstream, "nginx": nginx_base}
+        stack.enter_context(minimal_proxy(floor_port, upstream))
+        bases[FLOOR] = f"http://127.0.0.1:{floor_port}"
+        sidecars: dict[str, tuple[int, str]] = {}
+        for name, env in SIDECAR_VARIANTS.items():
+            port = sidecar_ports[name]
+            sidecars[name] = stack.enter_context(sidecar(upstream, port, env))
+            bases[name] = f"http://127.0.0.1:{port}"
+        yield bases, sidecars
+
+
+def run(*, seconds: float = 8.0, rounds: int = ROUNDS) -> Run:
     """Measure direct, nginx and sidecar paths; also the sidecar's peak RSS (MB)."""
     body, stream_body = request_body(), request_body(stream=True)
-    upstream_port, proxy_port, answer_port, sidecar_port, py_port, py_proxy = free_ports(6)
-    fast: list[PathFigures] = []
-    python: list[tuple[str, wrk.Result]] = []
+    upstream_port, proxy_port, answer_port, py_port, py_proxy, floor_port = free_ports(6)
+    sidecar_ports = dict(zip(SIDECAR_VARIANTS, free_ports(len(SIDECAR_VARIANTS)), strict=True))
     rss = 0.0
     with (
         python_upstream(py_port),
@@ -251,31 +324,20 @@ def run(*, seconds: float = 8.0) -> Run:
             python_proxy_port=py_proxy,
         ),
     ):
-        upstream = f"http://127.0.0.1:{upstream_port}"
-        fast.append(measure("direct", upstream, body, stream_body, seconds))
-        fast.append(measure("nginx", f"http://127.0.0.1:{proxy_port}", body, stream_body, seconds))
-        with minimal_proxy(sidecar_port, upstream):
-            base = f"http://127.0.0.1:{sidecar_port}"
-            fast.append(measure(FLOOR, base, body, stream_body, seconds))
-        for name, env in SIDECAR_VARIANTS.items():
-            with sidecar(upstream, sidecar_port, env) as (pid, admin):
-                base = f"http://127.0.0.1:{sidecar_port}"
-                figures = measure(name, base, body, stream_body, seconds)
-                fast.append(dataclasses.replace(figures, own=own_time(admin)))
-                rss = max(rss, peak_rss_mb(pid))
-
-        def loaded(base: str) -> wrk.Result:
-            url = base + "/v1/messages"
-            wrk.run(url, body, connections=CONCURRENCY, seconds=1, stream=False)  # warm-up
-            return wrk.run(url, body, connections=CONCURRENCY, seconds=seconds, stream=False)
-
+        fast_upstream = f"http://127.0.0.1:{upstream_port}"
+        nginx_fast = f"http://127.0.0.1:{proxy_port}"
+        with all_paths(fast_upstream, nginx_fast, floor_port, sidecar_ports) as (bases, sidecars):
+            fast = [
+                dataclasses.replace(f, own=own_time(sidecars[f.name][1]))
+                if f.name in sidecars
+                else f
+                for f in measure_all(bases, body, stream_body, seconds, rounds)
+            ]
+            rss = max([rss, *(peak_rss_mb(pid) for pid, _ in sidecars.values())])
         py_upstream = f"http://127.0.0.1:{py_port}"
-        python.append(("direct", loaded(py_upstream)))
-        python.append(("nginx", loaded(f"http://127.0.0.1:{py_proxy}")))
-        with minimal_proxy(sidecar_port, py_upstream):
-            python.append((FLOOR, loaded(f"http://127.0.0.1:{sidecar_port}")))
-        for name, env in SIDECAR_VARIANTS.items():
-            with sidecar(py_upstream, sidecar_port, env) as (pid, _):
-                python.append((name, loaded(f"http://127.0.0.1:{sidecar_port}")))
-                rss = max(rss, peak_rss_mb(pid))
-    return Run(fast=fast, python=python, rss_mb=rss, machine=machine())
+        nginx_py = f"http://127.0.0.1:{py_proxy}"
+        with all_paths(py_upstream, nginx_py, floor_port, sidecar_ports) as (bases, sidecars):
+            share = slice_seconds(seconds, rounds)
+            python = list(loaded_rounds(bases, body, share, rounds).items())
+            rss = max([rss, *(peak_rss_mb(pid) for pid, _ in sidecars.values())])
+    return Run(fast=fast, python=python, rss_mb=rss, machine=machine(), rounds=rounds)

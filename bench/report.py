@@ -188,10 +188,11 @@ and buffering off: the floor for a proxy hop), and through the **sidecar** (a re
 miss diagnosis), also with the planner switched off (`PROMPTCACHE_PLANNER_ENABLED=false`:
 the proxy, its usage taps and its metrics). Sequential figures come from `wrk` over one
 keep-alive connection, the `@{CONCURRENCY}` figures from `wrk` over {CONCURRENCY}
-connections. "added" is the path's latency minus the direct path's; "vs direct" and "vs
-nginx" are requests per second as a share of that path's. Stream TTFB is the median time
-to the first body byte of a streamed answer (aiohttp client, {TTFB_REQUESTS} sequential
-requests).
+connections. All paths run at once and take turns: each measurement is {run.rounds} slices
+per path, interleaved, and each figure is the median of its slices. "added" is the
+path's latency minus the direct path's; "vs direct" and "vs nginx" are requests per
+second as a share of that path's. Stream TTFB is the median time to the first body byte
+of a streamed answer (aiohttp client, {TTFB_REQUESTS} sequential requests).
 
 {table(run.fast, run.rss_mb)}
 
@@ -204,7 +205,8 @@ machine; the distance from it to the sidecar rows is the sidecar's own work.
 
 The same request at {CONCURRENCY} connections, this time against a minimal aiohttp server
 (`bench/upstream_app.py`: reads the body, answers the fixed message), the kind of server
-an app reaches locally; nginx and the sidecar each proxy to it.
+an app reaches locally; nginx and the sidecar each proxy to it (the same {run.rounds}
+interleaved slices per path, medians).
 
 {python_table(run.python)}
 
