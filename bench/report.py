@@ -56,8 +56,9 @@ Measured by hand while optimising (2026-11-26, this machine, shared with other w
 What one Python process cannot reach here: 40% of nginx's requests per second against
 the fast upstream (nginx serves ~25,000-30,000 per second; the aiohttp floor row, a
 proxy doing nothing, reaches ~15%), and an added p99 under 2 ms while the machine is
-shared (the aiohttp floor's own added p99 is ~2-2.5 ms). Run-to-run spread on this
-machine is large: the same build measured 0.49-0.72 ms added p50 with the planner on.
+shared (the aiohttp floor's own added p99 is ~2-3 ms). Run-to-run spread on this
+machine is large: before the bench interleaved its paths, two `make bench` runs of the
+same build measured 0.49 and 0.87 ms added p50 with the planner on.
 """
 """Fixed text: what was measured once, by hand, while optimising (not re-run by the bench)."""
 
