@@ -120,7 +120,7 @@ def _record(state: SidecarState, call: Call, seen: Relayed | None, ended: float)
     if plan is None:
         return
     for detector, count in plan.volatile_found.items():
-        metrics.volatile_spans.labels(policy, detector).inc(count)
+        metrics.inc(metrics.volatile_spans, (policy, detector), count)
     if plan.observe_only:
         if plan.expected_cached_tokens > 0:
             metrics.record_prediction(
@@ -132,8 +132,8 @@ def _record(state: SidecarState, call: Call, seen: Relayed | None, ended: float)
             )
     else:
         for breakpoint in plan.breakpoints:
-            metrics.breakpoints.labels(policy, breakpoint.tier).inc()
+            metrics.inc(metrics.breakpoints, (policy, breakpoint.tier))
     if usage is not None and seen.status == 200:
         miss = state.planner.record_outcome(plan, usage, time.monotonic())
         if miss is not None:
-            metrics.cache_misses.labels(policy, miss).inc()
+            metrics.inc(metrics.cache_misses, (policy, miss))
