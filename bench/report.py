@@ -35,6 +35,13 @@ Measured by hand while optimising (2026-11-26, this machine, shared with other w
   `make bench`): mean 258 us before, ~150 us after; without the planner ~50 us both.
 - Peak RSS 75.8 -> 64.5 MB: orjson hands back its whole working buffer (~256 KB for a
   28 KB body), and a planned body lives as long as its call.
+- Sequentially the proxy process is busy for almost all of each request's round trip, so
+  added latency is its CPU time per request (from `/proc`, 4 s wrk runs): the aiohttp
+  floor ~300 us, the sidecar without the planner ~390 us, with it ~550 us. The counting
+  done after the answer (usage, cost, histograms, miss diagnosis: ~30-40 us in the
+  process) runs before the next request on the same connection, so it counts too.
+  Code runs ~2x slower inside the sidecar than alone (the planner: ~55 us alone, ~90 us
+  in the process), as aiohttp and the planner share the caches.
 - uvloop 0.23 instead of asyncio's loop, A/B against nginx's fast upstream (5 s wrk
   runs, variants interleaved, medians per session; added latency sequential, requests
   per second at 75 connections). No consistent gain, and with the planner on 5 of 11
