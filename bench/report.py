@@ -65,7 +65,11 @@ the fast upstream (nginx serves ~25,000-30,000 per second; the aiohttp floor row
 proxy doing nothing, reaches ~15%), and an added p99 under 2 ms while the machine is
 shared (the aiohttp floor's own added p99 is ~2-3 ms). Run-to-run spread on this
 machine is large: before the bench interleaved its paths, two `make bench` runs of the
-same build measured 0.49 and 0.87 ms added p50 with the planner on.
+same build measured 0.49 and 0.87 ms added p50 with the planner on. Three interleaved
+runs of this build (the first two one commit earlier, before the counter children were
+kept), 2026-11-26 08:52, 09:01 and 09:09 UTC: added p50 with the planner 0.60, 0.67 and
+0.65 ms, without it 0.55, 0.42 and 0.37 ms; added p99 4.75, 5.23 and 5.20 ms with the
+planner, 4.02, 3.44 and 2.84 ms without it; peak RSS 64.7 MB each time.
 """
 """Fixed text: what was measured once, by hand, while optimising (not re-run by the bench)."""
 
@@ -232,7 +236,7 @@ Targets (from the issue): {TARGETS}. In this run:
 ## Reproduce
 
 ```
-make bench            # or: .venv/bin/python -m bench [--seconds N]
+make bench            # or: .venv/bin/python -m bench [--seconds N] [--rounds N]
 .venv/bin/python -m bench.planner_bench [--calls N] [--clock cpu]   # the planner alone
 ```
 
