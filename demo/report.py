@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from demo.summary import ArmSummary, Tokens, agrees
+from demo.summary import ArmSummary, agrees
+from promptcache.usage import Usage
 
 # The case study's figures (before -> after), for the side-by-side column.
 CASE_STUDY: dict[str, str] = {
@@ -40,7 +41,7 @@ class Counted:
     source: str
     arm: str
     """``legacy`` or ``promptcache``: whose app-side totals these must equal."""
-    tokens: Tokens
+    tokens: Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +184,7 @@ class Comparison:
             ("output", lg.cost.output, pc.cost.output),
         ):
             out.append(f"| {label} | ${a:.5f} | ${b:.5f} |")
-        out += ["", "## Tokens per request", ""]
+        out += ["", "## Usage per request", ""]
         out += ["| | legacy | promptcache |", "| :--- | ---: | ---: |"]
         out.append(
             f"| input (all kinds) | {lg.input_tokens_per_request:,.0f} | "
@@ -209,7 +210,7 @@ def _chg(before: float, after: float) -> str:
     return f"{(after - before) / before * 100:+.1f}%"
 
 
-def _kinds(t: Tokens) -> str:
+def _kinds(t: Usage) -> str:
     return (
         f"(read {t.cache_read:,}, write {t.cache_write:,}, "
         f"uncached {t.uncached:,}, output {t.output:,})"

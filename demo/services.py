@@ -24,7 +24,7 @@ from typing import IO, Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from demo.summary import Tokens
+from promptcache.usage import Usage
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ async def get_text(url: str) -> str:
         return await resp.text()
 
 
-def sidecar_tokens(metrics_text: str) -> Tokens:
+def sidecar_tokens(metrics_text: str) -> Usage:
     """Token totals from the sidecar's ``promptcache_input/output_tokens_total``."""
     kinds: dict[str, float] = {}
     output = 0.0
@@ -178,7 +178,7 @@ def sidecar_tokens(metrics_text: str) -> Tokens:
                 kinds[kind] = kinds.get(kind, 0.0) + sample.value
             elif sample.name == "promptcache_output_tokens_total":
                 output += sample.value
-    return Tokens(
+    return Usage(
         uncached=int(kinds.get("uncached", 0)),
         cache_read=int(kinds.get("cache_read", 0)),
         cache_write_5m=int(kinds.get("cache_write", 0)),
@@ -186,7 +186,7 @@ def sidecar_tokens(metrics_text: str) -> Tokens:
     )
 
 
-def simulator_tokens(stats: dict[str, Any]) -> Tokens | None:
+def simulator_tokens(stats: dict[str, Any]) -> Usage | None:
     """Token totals from the simulator's ``/sim/stats`` (None if it has no token counts)."""
     tokens = stats.get("tokens")
     if not isinstance(tokens, dict):
@@ -196,7 +196,7 @@ def simulator_tokens(stats: dict[str, Any]) -> Tokens | None:
         value = tokens.get(key, 0)
         return int(value) if isinstance(value, int | float) else 0
 
-    return Tokens(
+    return Usage(
         uncached=n("uncached"),
         cache_read=n("cache_read"),
         cache_write_5m=n("cache_write_5m"),

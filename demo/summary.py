@@ -34,10 +34,6 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-Tokens = Usage
-"""An arm's token totals by kind: the ``Usage`` of its answers summed (``usage.total``)."""
-
-
 def agrees(a: Usage, b: Usage) -> bool:
     """Same counts by kind, cache writes of either TTL counted together (the sidecar's
     metrics do not split writes by TTL)."""
@@ -97,7 +93,7 @@ class ArmSummary:
     latency_s: tuple[float, ...]
     """Simulated seconds per successful request (for the distribution plot)."""
     ttft_s: tuple[float, ...]
-    tokens: Tokens
+    tokens: Usage
     cost: CostBreakdown
     cost_direct: float
     """Input cost per request from ``pricing.cost`` on the whole arm (cross-check)."""

@@ -49,8 +49,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
 from demo.services import get_text, sidecar_tokens
-from demo.summary import Tokens
-from promptcache.usage import Usage, from_anthropic
+from promptcache.usage import Usage, from_anthropic, total
 from tests.local.conftest import RunSidecar
 
 pytestmark = pytest.mark.timeout(120)
@@ -190,19 +189,6 @@ def minus(a: Usage, b: Usage) -> Usage:
         cache_write_1h=a.cache_write_1h - b.cache_write_1h,
         output=a.output - b.output,
     )
-
-
-def total(usages: list[Usage]) -> Usage:
-    out = Usage()
-    for u in usages:
-        out = Usage(
-            uncached=out.uncached + u.uncached,
-            cache_read=out.cache_read + u.cache_read,
-            cache_write_5m=out.cache_write_5m + u.cache_write_5m,
-            cache_write_1h=out.cache_write_1h + u.cache_write_1h,
-            output=out.output + u.output,
-        )
-    return out
 
 
 def sample(metrics: str, name: str, **labels: str) -> float:
@@ -435,7 +421,7 @@ async def test_openai_relocate_serves_the_conversation_from_cache(
         assert body["stream_options"] == {"include_usage": True}  # so it could count
     # The sidecar counted the usage the app never saw, exactly as the simulator billed it.
     counted, billed = sidecar_tokens(metrics), total(usages)
-    assert counted == Tokens(
+    assert counted == Usage(
         uncached=billed.uncached, cache_read=billed.cache_read, output=billed.output
     )
     assert billed.cache_write == 0
