@@ -7,6 +7,7 @@ token at the base rate, which is what the app paid before promptcache.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 from promptcache.models import ModelInfo, Provider, lookup
@@ -37,15 +38,34 @@ class Cost:
         return self.input_without_cache - self.input
 
 
+_MODEL_KEY_MAX = 256
+"""Longer model names (the app's, unchecked) are priced without being memoised."""
+
+
 def model_info(
     provider: Provider, model: str | None, override: PricingOverride | None
 ) -> ModelInfo:
-    """The table entry for ``model`` with a policy's price override applied."""
+    """The table entry for ``model`` with a policy's price override applied.
+
+    Memoised (bounded): the planner and the metrics ask on every request, and the
+    answer depends only on the arguments (the override is a frozen model).
+    """
+    if model is not None and len(model) > _MODEL_KEY_MAX:
+        return _model_info(provider, model, override)
+    return _memoised_model_info(provider, model, override)
+
+
+def _model_info(
+    provider: Provider, model: str | None, override: PricingOverride | None
+) -> ModelInfo:
     info = lookup(provider, model)
     if override is None:
         return info
     changes = {k: v for k, v in override.model_dump().items() if v is not None}
     return replace(info, **changes)
+
+
+_memoised_model_info = functools.lru_cache(maxsize=512)(_model_info)
 
 
 def cost(usage: Usage, info: ModelInfo) -> Cost:

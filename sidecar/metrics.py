@@ -14,7 +14,6 @@ The token hit ratio is computable from the counters::
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Any
 
@@ -43,7 +42,6 @@ def model_label(model: object) -> str:
     return "other"
 
 
-@functools.lru_cache(maxsize=512)
 def _info(provider: Provider, model: str, override: PricingOverride | None) -> ModelInfo:
     return model_info(provider, None if model == "other" else model, override)
 

@@ -15,8 +15,6 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
-from promptcache.models import ModelInfo, Provider
-from promptcache.policy.schema import PricingOverride
 from promptcache.pricing import model_info
 from promptcache.usage import Usage
 from sidecar.planner.anthropic import plan_messages
@@ -32,8 +30,6 @@ logger = logging.getLogger("promptcache.planner")
 
 SNAPSHOT_CHARS = 256 * 1024
 SNAPSHOT_KEYS = 64
-INFO_MEMO_SIZE = 256
-MODEL_KEY_MAX = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,28 +71,6 @@ class Planner:
         self._reuse = ReuseTracker(capacity)
         self._snapshots: Lru[str, _Snapshot] = Lru(min(capacity, SNAPSHOT_KEYS))
         self._served: Lru[str, float] = Lru(capacity)
-        self._infos: dict[tuple[str, str | None, int], tuple[PricingOverride | None, ModelInfo]]
-        self._infos = {}
-
-    def _model_info(
-        self, provider: Provider, model: str | None, override: PricingOverride | None
-    ) -> ModelInfo:
-        """``model_info``, memoised: the table lookup costs ~5 us and never changes.
-
-        Keyed by the override's identity (a policy reload brings a new object); model
-        names are the app's, so long ones are not kept and the memo is bounded.
-        """
-        if model is not None and len(model) > MODEL_KEY_MAX:
-            return model_info(provider, model, override)
-        key = (provider, model, id(override))
-        hit = self._infos.get(key)
-        if hit is not None and hit[0] is override:
-            return hit[1]
-        info = model_info(provider, model, override)
-        if len(self._infos) >= INFO_MEMO_SIZE:
-            self._infos.clear()
-        self._infos[key] = (override, info)
-        return info
 
     def plan(self, request: PlanRequest) -> Plan:
         """Plan one request; raises on input it cannot plan (the proxy then forwards it)."""
@@ -105,7 +79,7 @@ class Planner:
         provider = request.provider
         raw_model = body.get("model")
         model = raw_model if isinstance(raw_model, str) else None
-        info = self._model_info(provider, model, policy.pricing if policy is not None else None)
+        info = model_info(provider, model, policy.pricing if policy is not None else None)
         minimum = (
             policy.min_cacheable_tokens
             if policy is not None and policy.min_cacheable_tokens
