@@ -161,6 +161,9 @@ def _check(path: str, model: str | None) -> None:
     vol = spec.volatile
     detectors = ", ".join([*vol.detectors, *(p.name for p in vol.patterns)]) or "none"
     _write(f"volatile: {vol.action} ({detectors}); unmatched system text: {vol.unmatched_system}")
+    if vol.keep_in_place:
+        names = ", ".join(p.name for p in vol.keep_in_place)
+        _write(f"  kept in place (same on every turn of a conversation): {names}")
     if spec.context_sources:
         names = ", ".join(s.name for s in spec.context_sources)
         _write(f"context sources: {names} (deadline {spec.context_deadline})")

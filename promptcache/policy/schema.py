@@ -167,6 +167,19 @@ class VolatileSpec(_Model):
     """With static blocks in ``match`` mode: system text outside every block (retrieved
     documents, user metadata) stays in place (``keep``) or moves behind the cached
     conversation history (``relocate``), so that it stops breaking the prefix."""
+    keep_in_place: list[VolatilePattern] = Field(default_factory=list, max_length=16)
+    """With ``unmatchedSystem: relocate``: system text outside every static block that
+    nevertheless stays where it is because it is the same on every turn of a conversation
+    (a customer profile, account facts). What these regexes match stays in the system
+    prompt right after the static blocks, inside the conversation's cached prefix; the
+    rest moves behind the history. Text that changes within a conversation must not match:
+    it would break the cached history of the turn where it changes."""
+
+    @model_validator(mode="after")
+    def _keep_needs_relocate(self) -> VolatileSpec:
+        if self.keep_in_place and self.unmatched_system != "relocate":
+            raise ValueError("keepInPlace applies only with unmatchedSystem: relocate")
+        return self
 
 
 class ContextVariable(_Model):

@@ -292,6 +292,7 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
     statics = sp.pieces[: sp.static_count]
     digests = [sha256_text(p.text) for p in statics]
     static_hash = chain(td, *digests) if (td or digests) else None
+    kept = [p.text for p in sp.pieces[sp.static_count :]]
     snapshot = ([("tools", tools_json)] if tools else []) + [
         (p.static or f"system[{i}]", p.text) for i, p in enumerate(statics)
     ]
@@ -365,11 +366,11 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
     expected = static_expected
     write_fp = read_fp = None
     if k is not None and k >= 1 and any(m.pos[0] >= 2 for m in markers):
-        write_fp = history_fp(static_hash, messages, k - 1)
+        write_fp = history_fp(static_hash, messages, k - 1, kept=kept)
     prev = newest_user(messages, before=k) if k is not None else None
     if prev is not None and _history_read(markers, lay, out_msgs, prev, minimum):
         expected = max(expected, cum_msg[prev])
-        read_fp = history_fp(static_hash, messages, prev - 1)
+        read_fp = history_fp(static_hash, messages, prev - 1, kept=kept)
     static_ttl: Ttl = "1h" if any(m.ttl == "1h" for m in markers if m.pos[0] <= 1) else "5m"
     diag = Diagnostics(
         provider="anthropic",

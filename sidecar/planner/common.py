@@ -121,15 +121,19 @@ def chain(*parts: str) -> str:
     return hit
 
 
-def history_fp(static_hash: str | None, messages: Sequence[Any], end: int) -> str:
+def history_fp(
+    static_hash: str | None, messages: Sequence[Any], end: int, *, kept: Sequence[str] = ()
+) -> str:
     """Identity of the conversation prefix through ``messages[end]`` (in-process only).
 
     Hashing the whole history on every request would cost as much as the request; the
-    static prefix, the position, the first message and the two messages at the end
-    tell conversations apart well enough for miss diagnosis.
+    static prefix, the app's system text kept after it (``kept``), the position, the
+    first message and the two messages at the end tell conversations apart well enough
+    for miss diagnosis.
     """
     tail = (_message_hash(messages[end - 1]) if end > 0 else 0, _message_hash(messages[end]))
-    return f"{static_hash}:{end}:{hash((_message_hash(messages[0]), *tail)):x}"
+    ident = hash((hash(tuple(kept)), _message_hash(messages[0]), *tail))
+    return f"{static_hash}:{end}:{ident:x}"
 
 
 def _message_hash(message: Any) -> int:

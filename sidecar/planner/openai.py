@@ -142,6 +142,7 @@ def plan_openai(
     statics = sp.pieces[: sp.static_count]
     digests = [sha256_text(p.text) for p in statics]
     static_hash = chain(td, *digests) if (td or digests) else None
+    kept = [p.text for p in sp.pieces[sp.static_count :]]
     snapshot = ([("tools", tools_json)] if tools else []) + [
         (p.static or f"system[{i}]", p.text) for i, p in enumerate(statics)
     ]
@@ -199,12 +200,12 @@ def plan_openai(
     prev = newest_user(conv, before=k) if k is not None else None
     read_fp = write_fp = None
     if k is not None and k >= 1:
-        write_fp = history_fp(static_hash, conv, k - 1)
+        write_fp = history_fp(static_hash, conv, k - 1, kept=kept)
     if prev is not None:
         stable = cum[prev] if ctx else cum[prev + 1]
         expected = max(expected, floor_tokens(stable, minimum, step))
         if prev >= 1:
-            read_fp = history_fp(static_hash, conv, prev - 1)
+            read_fp = history_fp(static_hash, conv, prev - 1, kept=kept)
     diag = Diagnostics(
         provider=provider,
         planned_at=now,

@@ -13,7 +13,9 @@ blocks whole, nothing volatile and nothing to move, and returns the sources unch
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 from promptcache.policy.schema import PolicySpec, StaticBlock
@@ -176,6 +178,30 @@ def _claim(b: int, block: StaticBlock, sources: list[Source], claims: list[_Clai
     return [_Claim(b, i, 0, len(s.text), False) for i, s in enumerate(sources) if s.text]
 
 
+@functools.lru_cache(maxsize=32)
+def _keep_regex(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One alternation of a policy's ``keepInPlace`` regexes (compiled once per policy)."""
+    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+
+
+def _split_kept(text: str, keep: re.Pattern[str] | None) -> list[tuple[bool, int, int]]:
+    """``text`` cut into ranges that stay (``True``) and ranges that move, in order."""
+    if keep is None:
+        return [(False, 0, len(text))]
+    out: list[tuple[bool, int, int]] = []
+    pos = 0
+    for m in keep.finditer(text):
+        if m.end() == m.start():
+            continue
+        if m.start() > pos:
+            out.append((False, pos, m.start()))
+        out.append((True, m.start(), m.end()))
+        pos = m.end()
+    if pos < len(text):
+        out.append((False, pos, len(text)))
+    return out
+
+
 class _Scan:
     """Volatile detection and cutting over the parts that stay in the prefix."""
 
@@ -295,15 +321,23 @@ def plan_system(
     plan.static_count = len(plan.pieces)
 
     moved: list[str] = []
+    keep_re = _keep_regex(tuple(p.regex for p in vol.keep_in_place)) if move_unmatched else None
     for i, src in enumerate(sources):
         for start, end in _free(claims, i, len(src.text)):
             text = src.text[start:end]
             is_whole = start == 0 and end == len(src.text)
             if move_unmatched:
-                if text.strip():
-                    moved.append(text.strip())
+                for kept, a, b in _split_kept(text, keep_re):
+                    part = text[a:b].strip()
+                    if not part:
+                        continue
+                    if kept:
+                        whole_source = is_whole and part == src.text
+                        plan.pieces.append(Piece(part, None, i if whole_source else None))
+                        continue
+                    moved.append(part)
                     plan.relocations.append(
-                        Relocation("unmatched_system", f"{label}[{i}]", start, end - start)
+                        Relocation("unmatched_system", f"{label}[{i}]", start + a, b - a)
                     )
                 continue
             new, was_cut = scan.text(text, f"{label}[{i}]", start)

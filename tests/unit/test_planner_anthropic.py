@@ -239,6 +239,56 @@ def test_legacy_system_becomes_static_block_and_context() -> None:
     ]
 
 
+KEEP_CUSTOMER = {
+    "action": "relocate",
+    "unmatchedSystem": "relocate",
+    "keepInPlace": [{"name": "customer", "regex": r"<customer>[\s\S]*?</customer>"}],
+}
+
+
+def test_keep_in_place_leaves_the_customer_after_the_static_part() -> None:
+    customer = "<customer>\nid: C-1\nplaced 2025-03-01\n</customer>"
+    docs = "<policy_documents>doc A</policy_documents>"
+    system = f"Current date and time: {STAMP}\n\n{STATIC}\n\n{customer}\n{docs}"
+    spec = policy(staticBlocks=[match_static()], volatile=KEEP_CUSTOMER)
+    p = plan(body(system=system, messages=conversation()), spec)
+    assert p.body["system"] == [
+        {"type": "text", "text": STATIC, "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": customer},
+    ]
+    # The date inside the kept block is not a volatile span: the policy says it stays.
+    assert p.context_text is not None
+    assert docs in p.context_text and STAMP in p.context_text
+    assert "C-1" not in p.context_text
+    assert [r.detector for r in p.relocations] == ["unmatched_system", "unmatched_system"]
+    again = plan(p.body, spec)
+    assert not again.changed
+
+
+def test_keep_in_place_is_part_of_the_history_prediction() -> None:
+    """The next turn reads the history only while the kept text is unchanged."""
+    spec = policy(staticBlocks=[match_static()], volatile=KEEP_CUSTOMER)
+    planner = Planner()
+
+    def turn(customer: str, messages: list[dict[str, Any]]) -> Plan:
+        system = f"{STATIC}\n\n<customer>{customer}</customer>\n<docs>{len(messages)}</docs>"
+        return plan(body(system=system, messages=messages), spec, planner=planner)
+
+    first = conversation()
+    turn("Jane", first)
+    later = [*first, {"role": "assistant", "content": LONG}, {"role": "user", "content": "Hm?"}]
+    same = turn("Jane", later)
+    assert same.diagnostics is not None and same.diagnostics.history_read_fp is not None
+    other = turn("Joan", later)
+    assert other.diagnostics is not None
+    assert other.diagnostics.history_read_fp != same.diagnostics.history_read_fp
+
+
+def test_keep_in_place_needs_unmatched_relocate() -> None:
+    with pytest.raises(ValueError, match="keepInPlace applies only"):
+        policy(volatile={**KEEP_CUSTOMER, "unmatchedSystem": "keep"})
+
+
 def test_inject_puts_the_block_first_once() -> None:
     spec = policy(staticBlocks=[{"name": "core", "content": STATIC}])
     p = plan(body(system="App prompt."), spec)
