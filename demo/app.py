@@ -56,6 +56,8 @@ class Outcome:
     """Exception class name of a failed call."""
     retrieved_tokens: int = 0
     """Estimated tokens of the retrieved documents in this request."""
+    reply_tokens: int = 0
+    """Estimated tokens of the reply as the next turn sends it back (input, not output)."""
 
     @property
     def ok(self) -> bool:
@@ -123,5 +125,6 @@ class SupportAgent:
             usage=usage,
             error=error,
             retrieved_tokens=0 if error else sum(estimate_text(d.render()) for d in documents),
+            reply_tokens=estimate_text(reply),
         )
         return outcome, reply

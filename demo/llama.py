@@ -134,6 +134,7 @@ class LlamaBackend:
     """A fresh llama-server per arm (an empty KV cache for each)."""
 
     name = "llama.cpp llama-server, SmolLM2-135M-Instruct (real model, real prefix cache)"
+    estimates_tokens = False
 
     def __init__(self, *, ctx_size: int, threads: int) -> None:
         self._ctx = ctx_size

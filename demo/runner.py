@@ -24,6 +24,7 @@ from typing import Protocol, TextIO
 from prometheus_client.parser import text_string_to_metric_families
 
 from demo.app import Outcome, SupportAgent
+from demo.ceiling import ceiling
 from demo.report import Comparison, Counted
 from demo.services import (
     Service,
@@ -194,6 +195,8 @@ class Backend(Protocol):
     """Where the model runs: a fresh provider per arm, and what it counted."""
 
     name: str
+    estimates_tokens: bool
+    """Counts tokens by the ~4 characters rule, as the workload's ceiling does."""
 
     def provider(self, arm: str, log_dir: Path) -> tuple[Service, str]:
         """A not-yet-started provider process and its base URL."""
@@ -212,6 +215,7 @@ class SimBackend:
     """The bundled provider simulator."""
 
     name = "provider simulator"
+    estimates_tokens = True
 
     def __init__(self, *, time_scale: float, seed: int) -> None:
         self._time_scale = time_scale
@@ -295,6 +299,7 @@ async def run_arms(options: DemoOptions, backend: Backend, progress: Progress) -
     return Comparison(
         legacy=legacy,
         promptcache=cached,
+        ceiling=ceiling(workload, outcomes["promptcache"]) if backend.estimates_tokens else None,
         time_scale=options.time_scale,
         backend=backend.name,
         workload=describe(workload),

@@ -104,6 +104,16 @@ def test_targets_follow_from_the_figures(comparison: Comparison) -> None:
     assert failures.passed
 
 
+def test_hit_rate_stays_under_the_workloads_ceiling(comparison: Comparison) -> None:
+    """A cache cannot read what it was never sent: a rate above the ceiling would mean
+    the ceiling (or the counting) is wrong."""
+    c = comparison.ceiling
+    assert c is not None
+    assert 0 < c.documents_behind <= c.any_cache < 1
+    assert comparison.promptcache.tokens.hit_ratio <= c.documents_behind + 0.01
+    assert "this workload's ceiling" in comparison.targets()[0].value
+
+
 def test_both_arms_ran_on_the_same_time_scale(comparison: Comparison) -> None:
     scales = [n for n in comparison.notes if "simulator time scale" in n]
     assert len(scales) == 2
