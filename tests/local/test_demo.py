@@ -114,6 +114,13 @@ def test_hit_rate_stays_under_the_workloads_ceiling(comparison: Comparison) -> N
     assert "this workload's ceiling" in comparison.targets()[0].value
 
 
+def test_p95_stays_above_its_floor(comparison: Comparison) -> None:
+    """The floor replaces each first token by the fastest one: nothing measured beats it."""
+    pc = comparison.promptcache
+    assert 0 < pc.p95_floor <= pc.p95
+    assert "for any cache in this run" in comparison.targets()[2].value
+
+
 def test_both_arms_ran_on_the_same_time_scale(comparison: Comparison) -> None:
     scales = [n for n in comparison.notes if "simulator time scale" in n]
     assert len(scales) == 2
