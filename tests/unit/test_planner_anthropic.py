@@ -258,7 +258,8 @@ def test_keep_in_place_leaves_the_customer_after_the_static_part() -> None:
     ]
     # The date inside the kept block is not a volatile span: the policy says it stays.
     assert p.context_text is not None
-    assert docs in p.context_text and STAMP in p.context_text
+    assert docs in p.context_text
+    assert STAMP in p.context_text
     assert "C-1" not in p.context_text
     assert [r.detector for r in p.relocations] == ["unmatched_system", "unmatched_system"]
     again = plan(p.body, spec)
@@ -278,7 +279,8 @@ def test_keep_in_place_is_part_of_the_history_prediction() -> None:
     turn("Jane", first)
     later = [*first, {"role": "assistant", "content": LONG}, {"role": "user", "content": "Hm?"}]
     same = turn("Jane", later)
-    assert same.diagnostics is not None and same.diagnostics.history_read_fp is not None
+    assert same.diagnostics is not None
+    assert same.diagnostics.history_read_fp is not None
     other = turn("Joan", later)
     assert other.diagnostics is not None
     assert other.diagnostics.history_read_fp != same.diagnostics.history_read_fp

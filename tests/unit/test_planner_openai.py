@@ -57,6 +57,26 @@ def chat(system: Any = LEGACY_SYSTEM, **extra: Any) -> dict[str, Any]:
     }
 
 
+def test_keep_in_place_leaves_the_customer_in_the_system_message() -> None:
+    keep = {"name": "customer", "regex": "<customer>.*?</customer>"}
+    spec = policy(
+        volatile={"action": "relocate", "unmatchedSystem": "relocate", "keepInPlace": [keep]}
+    )
+    p = plan("chat", chat(), spec)
+    msgs = p.body["messages"]
+    assert msgs[0]["role"] == "system"
+    system = msgs[0]["content"]
+    text = system if isinstance(system, str) else "".join(part["text"] for part in system)
+    assert text.startswith(STATIC)
+    assert text.endswith("<customer>Jane</customer>")
+    assert STAMP not in text
+    assert p.context_text is not None
+    assert "<customer>" not in p.context_text
+    assert STAMP in p.context_text
+    again = plan("chat", p.body, spec)
+    assert not again.changed
+
+
 def test_no_policy_changes_nothing_but_measures() -> None:
     b = chat(system=STATIC)
     p = plan("chat", b, None)
