@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from opentelemetry.trace import Span
 
@@ -54,7 +55,7 @@ def finish(state: SidecarState, call: Call, seen: Relayed | None) -> None:
     try:
         if seen is not None:
             seen.read_usage()
-        _record(state, call, seen, ended)
+        _record(state, call, seen, ended, time.monotonic())
     except Exception as exc:
         state.metrics.transform_errors.labels(call.provider, "measure").inc()
         log.warning("recording a call failed: %s", type(exc).__name__)
@@ -75,19 +76,26 @@ def _finish_span(state: SidecarState, call: Call, seen: Relayed | None) -> None:
 
 
 def finish_soon(state: SidecarState, call: Call, seen: Relayed) -> None:
-    """``finish`` once the answer is on its way: the app does not wait for accounting.
+    """``finish`` once the answer is done or on its way: the app does not wait for accounting.
 
-    The handler returns its response, aiohttp writes it in the same step, and this runs
-    on the next turn of the event loop. Durations are taken now, when the answer is done.
+    Durations and the planner's clock are taken now, when the answer is done; the rest
+    waits in the ledger's backlog (``sidecar.ledger.Backlog``: run while the next call
+    waits for its upstream, or when the loop is idle, and always before metrics are
+    read). A traced call is finished on the loop's next turn instead, so its span ends
+    with the answer.
     """
     ended = time.perf_counter()
-    asyncio.get_running_loop().call_soon(_finish_at, state, call, seen, ended)
+    now = time.monotonic()
+    if call.span is not None:
+        asyncio.get_running_loop().call_soon(_finish_at, state, call, seen, ended, now)
+    else:
+        state.metrics.ledger.backlog.add(partial(_finish_at, state, call, seen, ended, now))
 
 
-def _finish_at(state: SidecarState, call: Call, seen: Relayed, ended: float) -> None:
+def _finish_at(state: SidecarState, call: Call, seen: Relayed, ended: float, now: float) -> None:
     try:
         seen.read_usage()
-        _record(state, call, seen, ended)
+        _record(state, call, seen, ended, now)
     except Exception as exc:
         state.metrics.transform_errors.labels(call.provider, "measure").inc()
         log.warning("recording a call failed: %s", type(exc).__name__)
@@ -95,7 +103,9 @@ def _finish_at(state: SidecarState, call: Call, seen: Relayed, ended: float) -> 
         _finish_span(state, call, seen)
 
 
-def _record(state: SidecarState, call: Call, seen: Relayed | None, ended: float) -> None:
+def _record(
+    state: SidecarState, call: Call, seen: Relayed | None, ended: float, now: float
+) -> None:
     metrics = state.metrics
     provider, model, policy = call.provider, call.model, call.policy_label
     outcome = seen.outcome if seen else call.outcome
@@ -134,6 +144,6 @@ def _record(state: SidecarState, call: Call, seen: Relayed | None, ended: float)
         for breakpoint in plan.breakpoints:
             metrics.inc(metrics.breakpoints, (policy, breakpoint.tier))
     if usage is not None and seen.status == 200:
-        miss = state.planner.record_outcome(plan, usage, time.monotonic())
+        miss = state.planner.record_outcome(plan, usage, now)
         if miss is not None:
             metrics.inc(metrics.cache_misses, (policy, miss))

@@ -92,6 +92,7 @@ def _lifecycle(
             yield
         finally:
             state.upstreams = {}
+            state.metrics.ledger.backlog.close()  # in-flight calls are over: count them all
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher

@@ -60,6 +60,8 @@ class Metrics:
             ),
         )
         """requests, input/output tokens, cost, duration, TTFT and overhead (hot path)."""
+        # Registered before the counters below: its ``collect`` runs the backlog of calls
+        # still to be counted, which updates those counters too, before they are read.
         registry.register(self.ledger)
         self.retries = Counter(
             "promptcache_upstream_retries",

@@ -223,10 +223,8 @@ async def _llm_call(
         call.outcome = "client_closed"
         finish(state, call, None)
         raise
-    if isinstance(out, web.Response):
-        finish_soon(state, call, seen)  # after aiohttp wrote the answer
-    else:
-        finish(state, call, seen)  # a relayed stream is over already
+    # A whole answer is written as the handler returns; a relayed stream is over already.
+    finish_soon(state, call, seen)
     return out
 
 
@@ -251,6 +249,7 @@ async def _send(
 
     path = request.rel_url.raw_path_qs
     call.sent_at = time.perf_counter()
+    metrics.ledger.backlog.run_soon()  # earlier calls' counting, while the upstream works
     response, read = await upstream.send("POST", path, headers, prepared.body, on_retry=on_retry)
     if response.status == 400 and prepared.body is not prepared.original:
         # Fail open: the upstream refused what the sidecar changed (a field an

@@ -1,11 +1,16 @@
-"""The per-call ledger exposes what prometheus_client's own metrics would."""
+"""The per-call ledger exposes what prometheus_client's own metrics would, and its backlog
+of calls still to be counted runs before anything reads them."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from promptcache.usage import Usage
+from sidecar.ledger import IDLE_DELAY
 from sidecar.metrics import Metrics
 
 
@@ -51,3 +56,70 @@ def test_ledger_samples_and_exposition() -> None:
     assert families["promptcache_input_tokens"] == "counter"
     assert families["promptcache_overhead_seconds"] == "histogram"
     assert families["promptcache_request_duration_seconds"] == "histogram"
+
+
+async def test_backlog_runs_before_any_read_of_the_metrics() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    backlog = metrics.ledger.backlog
+    # Deferred counting updates the ledger and the counters registered after it alike.
+    backlog.add(lambda: metrics.ledger.count("anthropic", "m", "none", "ok"))
+    backlog.add(lambda: metrics.inc(metrics.cache_misses, ("none", "first_write")))
+    # Read at once, before the loop had a turn: the backlog runs first.
+    assert (
+        registry.get_sample_value(
+            "promptcache_cache_misses_total", {"policy": "none", "reason": "first_write"}
+        )
+        == 1
+    )
+    assert (
+        registry.get_sample_value(
+            "promptcache_requests_total",
+            {"provider": "anthropic", "model": "m", "policy": "none", "outcome": "ok"},
+        )
+        == 1
+    )
+    # Run once only.
+    assert (
+        registry.get_sample_value(
+            "promptcache_cache_misses_total", {"policy": "none", "reason": "first_write"}
+        )
+        == 1
+    )
+
+
+async def test_backlog_runs_when_idle_without_a_read() -> None:
+    backlog = Metrics(CollectorRegistry()).ledger.backlog
+    done: list[int] = []
+    backlog.add(lambda: done.append(1))
+    await asyncio.sleep(0)
+    assert done == []  # not on the next turn: the app's next request may be arriving
+    await asyncio.sleep(IDLE_DELAY * 4)
+    assert done == [1]
+
+
+async def test_backlog_run_soon_runs_after_the_request_is_written() -> None:
+    backlog = Metrics(CollectorRegistry()).ledger.backlog
+    order: list[str] = []
+    backlog.add(lambda: order.append("counted"))
+    backlog.run_soon()  # the proxy, just before it sends ...
+    backlog.run_soon()  # (one run is enough)
+    # ... and the send, which queues the request's write (aiohttp: a task) after it.
+    asyncio.get_running_loop().call_soon(order.append, "request written")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert order == ["request written", "counted"]
+
+
+async def test_backlog_failure_costs_one_item_only(caplog: pytest.LogCaptureFixture) -> None:
+    backlog = Metrics(CollectorRegistry()).ledger.backlog
+    done: list[int] = []
+
+    def broken() -> None:
+        raise KeyError("x")
+
+    backlog.add(broken)
+    backlog.add(lambda: done.append(2))
+    backlog.close()
+    assert done == [2]
+    assert "deferred bookkeeping failed: KeyError" in caplog.text
