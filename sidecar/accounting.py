@@ -3,7 +3,9 @@
 Everything is counted exactly once per call, at its end, from the final usage (for a
 stream: the usage the stream reported last, never a sum of its events), which is where
 the peer gateways double-counted cache writes. Recording fails open too: a bug here
-costs a metric, never the app's answer.
+costs a metric, never the app's answer. An answered call is counted off the app's path
+(``finish_soon``: the ledger's backlog), with its times taken when its answer was done;
+anything that reads the metrics sees every answered call.
 """
 
 from __future__ import annotations
