@@ -19,8 +19,10 @@ TARGETS = (
 NOTES = """## What the hot path does, and what was tried
 
 Per call the sidecar parses the body once (orjson), plans it, serialises the body again
-only when the plan changed it (orjson, copied to its real size), sends it, and counts
-the call after the answer has been written. What the planner keeps between calls turns
+only when the plan changed it (orjson, copied to its real size), sends it, relays the
+answer, and counts the call off the path of the next one (the ledger's backlog: it runs
+while the next request is with the upstream, or when the loop is idle, and always before
+the metrics are read). What the planner keeps between calls turns
 the parts of a request that repeat into lookups: tool definitions by their bytes
 (digest, JSON, token counts), static texts by length, ends and a comparison (digest,
 volatile spans), model table entries by name. Token estimates walk the body with a stack
@@ -39,9 +41,25 @@ Measured by hand while optimising (2026-11-26, this machine, shared with other w
   added latency is its CPU time per request (from `/proc`, 4 s wrk runs): the aiohttp
   floor ~300 us, the sidecar without the planner ~390 us, with it ~550 us. The counting
   done after the answer (usage, cost, histograms, miss diagnosis: ~30-40 us in the
-  process) runs before the next request on the same connection, so it counts too.
-  Code runs ~2x slower inside the sidecar than alone (the planner: ~55 us alone, ~90 us
-  in the process), as aiohttp and the planner share the caches.
+  process) ran before the app's next request on the same connection, which waited for
+  it; it now waits in the ledger's backlog and runs while that request is with the
+  upstream. A/B of the build before and after (7 interleaved 2 s wrk slices, medians):
+  added p50 0.487 -> 0.430 ms with the planner, 0.292 -> 0.270 ms without it; two
+  interleaved `python -m bench --skip-context` runs of each build on a quiet machine:
+  0.40, 0.41 -> 0.40, 0.38 ms with the planner, 0.28, 0.27 -> 0.26, 0.25 ms without;
+  requests per second and peak RSS unchanged. Code runs ~1.5-2x slower inside the
+  sidecar than alone (the planner: ~55 us alone, ~80-90 us in the process), as aiohttp
+  and the planner share the caches.
+- Where the time goes now (py-spy on the running sidecar, sequential wrk, per request):
+  the floor's own aiohttp work (server parse and write, client request and response,
+  the 28 KB socket write) is most of it; on top of it the sidecar parses the body
+  (orjson, ~15 us), plans it (the bulk of the difference with the planner), serialises
+  the planned body (~4 us) and copies headers both ways (~1-2 us each). Tried and left:
+  skipping aiohttp's per-request `skip_auto_headers` work and its per-read timer
+  (`sock_read`): no change the A/B could see (5 slices each).
+- Garbage collector: in the process the bench starts, the threshold is (20000, 20, 50)
+  with ~59,000 start-up objects frozen; ~22,000 sequential calls saw one young
+  collection (~1.5 ms) and no older one.
 - uvloop 0.23 instead of asyncio's loop, A/B against nginx's fast upstream (5 s wrk
   runs, variants interleaved, medians per session; added latency sequential, requests
   per second at 75 connections). No consistent gain, and with the planner on 5 of 11
@@ -69,7 +87,11 @@ same build measured 0.49 and 0.87 ms added p50 with the planner on. Three interl
 runs of this build (the first two one commit earlier, before the counter children were
 kept), 2026-11-26 08:52, 09:01 and 09:09 UTC: added p50 with the planner 0.60, 0.67 and
 0.65 ms, without it 0.55, 0.42 and 0.37 ms; added p99 4.75, 5.23 and 5.20 ms with the
-planner, 4.02, 3.44 and 2.84 ms without it; peak RSS 64.7 MB each time.
+planner, 4.02, 3.44 and 2.84 ms without it; peak RSS 64.7 MB each time. On a quiet
+machine (2026-11-26 10:25-10:40 UTC, the four runs of the A/B above) the same bench
+measured an added p50 of 0.38-0.41 ms with the planner and an added p99 of 0.5-2.7 ms:
+the p99 moves with whatever else the machine runs, the aiohttp floor's with it
+(0.40-1.46 ms in those runs).
 """
 """Fixed text: what was measured once, by hand, while optimising (not re-run by the bench)."""
 
