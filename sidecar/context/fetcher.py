@@ -2,9 +2,11 @@
 
 ``ContextFetcher.fetch`` starts one task per source, each bounded by the policy's
 ``contextDeadline``; a task renders its URL and headers from the request's variables,
-answers from the ``cacheFor`` memo when it can, and otherwise sends the request with
-its own ``timeout`` per attempt, retrying (tenacity) only connection errors, timeouts
-and 5xx answers. Every outcome is a text or a failure reason; a required source's
+answers from the ``cacheFor`` memo when it can (or, for such a memoisable source, waits
+for a concurrent request's fetch of the same key: single flight, so a cold or expired
+entry costs one fetch, not one per caller), and otherwise sends the request with its
+own ``timeout`` per attempt, retrying (tenacity) only connection errors, timeouts and
+5xx answers. Every outcome is a text or a failure reason; a required source's
 failure cancels the rest and raises ``RequiredSourceError``, an optional one becomes
 its placeholder text. Nothing here can make a request wait past the deadline.
 """
@@ -12,6 +14,7 @@ its placeholder text. Nothing here can make a request wait past the deadline.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -62,10 +65,14 @@ class SourceResult:
     nbytes: int = 0
     attempts: int = 0
     memo_hit: bool = False
+    coalesced: bool = False
+    """Shared with a concurrent request's fetch of the same memoisable source."""
 
     @property
     def outcome(self) -> str:
-        return self.reason or ("memo_hit" if self.memo_hit else "ok")
+        if self.reason:
+            return self.reason
+        return "memo_hit" if self.memo_hit else "coalesced" if self.coalesced else "ok"
 
 
 @dataclass(slots=True)
@@ -93,6 +100,7 @@ class ContextFetcher:
         self._session = session
         self._metrics = metrics
         self._memo = memo if memo is not None else Memo()
+        self._inflight: dict[MemoKey, asyncio.Future[SourceResult | None]] = {}
         self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
 
     @property
@@ -195,15 +203,60 @@ class ContextFetcher:
             headers = render_headers(src.headers, values)
         except SourceError as exc:
             return SourceResult(src.name, reason=exc.reason)
-        key: MemoKey | None = None
-        if src.cache_for is not None:
-            key = MemoKey.of(
-                policy=policy_name, source=src.name, method=src.method, url=url, headers=headers
-            )
+        if src.cache_for is None:
+            return await self._fetch(policy_name, src, url, headers, deadline, None)
+        key = MemoKey.of(
+            policy=policy_name, source=src.name, method=src.method, url=url, headers=headers
+        )
+        while True:
             text = self._memo.get(key)
             if text is not None:
                 self._metrics.memo_hits.labels(policy_name, src.name).inc()
                 return SourceResult(src.name, text=text, memo_hit=True)
+            shared = self._inflight.get(key)
+            if shared is None:
+                return await self._lead(policy_name, src, url, headers, deadline, key)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    result = await asyncio.shield(shared)
+            except TimeoutError:
+                return SourceResult(src.name, reason="deadline")
+            if result is not None and result.reason != "deadline":
+                self._metrics.coalesced.labels(policy_name, src.name).inc()
+                return dataclasses.replace(result, coalesced=True, attempts=0)
+            # The fetch we waited for was cancelled or ran out of its own (earlier)
+            # deadline: try again ourselves, from the memo or as the new leader.
+
+    async def _lead(
+        self,
+        policy_name: str,
+        src: ContextSource,
+        url: str,
+        headers: dict[str, str],
+        deadline: float,
+        key: MemoKey,
+    ) -> SourceResult:
+        """Fetch ``key`` while concurrent requests for the same key wait for this result
+        (single flight: a cold or expired memo entry costs one fetch, not one per caller)."""
+        shared: asyncio.Future[SourceResult | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = shared
+        result: SourceResult | None = None
+        try:
+            result = await self._fetch(policy_name, src, url, headers, deadline, key)
+            return result
+        finally:
+            del self._inflight[key]
+            shared.set_result(result)  # None: cancelled, the waiters fetch for themselves
+
+    async def _fetch(
+        self,
+        policy_name: str,
+        src: ContextSource,
+        url: str,
+        headers: dict[str, str],
+        deadline: float,
+        key: MemoKey | None,
+    ) -> SourceResult:
         if not any(name.lower() == "accept" for name in headers):
             headers["Accept"] = DEFAULT_ACCEPT
         loop = asyncio.get_running_loop()

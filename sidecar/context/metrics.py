@@ -14,7 +14,8 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.
 
 
 class ContextMetrics:
-    """Per-source fetch duration, failures by reason, memo hits, whole-phase duration."""
+    """Per-source fetch duration, failures by reason, memo hits, coalesced fetches, whole-phase
+    duration."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.fetch_duration = Histogram(
@@ -33,6 +34,13 @@ class ContextMetrics:
         self.memo_hits = Counter(
             "promptcache_context_memo_hits_total",
             "Context sources served from the cacheFor memo.",
+            ["policy", "source"],
+            registry=registry,
+        )
+        self.coalesced = Counter(
+            "promptcache_context_coalesced_total",
+            "Context sources served by a concurrent request's fetch of the same memoisable "
+            "source (single flight).",
             ["policy", "source"],
             registry=registry,
         )

@@ -225,3 +225,64 @@ async def test_failures_are_not_memoised(fetcher: ContextFetcher, service: Conte
     assert await fetch(fetcher, spec) == ok
     assert await fetch(fetcher, spec) == ok
     assert service.hits["flaky-memo"] == 2
+
+
+async def test_concurrent_requests_for_a_memoisable_source_share_one_fetch(
+    fetcher: ContextFetcher, registry: CollectorRegistry, spans: InMemorySpanExporter
+) -> None:
+    async with ContextService.running(delay=0.3) as slow:
+        spec = policy({"name": "kb", "url": slow.base_url + "/text/shared", "cacheFor": "60s"})
+        results = await asyncio.gather(*(fetch(fetcher, spec) for _ in range(5)))
+        assert slow.hits["shared"] == 1
+    assert all(r == [ContextBlock("kb", "shared context (GET)")] for r in results)
+    assert (
+        registry.get_sample_value(
+            "promptcache_context_coalesced_total", {"policy": "p", "source": "kb"}
+        )
+        == 4
+    )
+    outcomes = sorted(
+        str((s.attributes or {}).get("promptcache.context.outcome"))
+        for s in spans.get_finished_spans()
+    )
+    assert outcomes == ["coalesced"] * 4 + ["ok"]
+
+
+async def test_concurrent_requests_without_cache_for_each_fetch(fetcher: ContextFetcher) -> None:
+    async with ContextService.running(delay=0.2) as slow:
+        spec = policy({"name": "kb", "url": slow.base_url + "/text/own"})
+        await asyncio.gather(*(fetch(fetcher, spec) for _ in range(3)))
+        assert slow.hits["own"] == 3
+
+
+async def test_a_cancelled_leader_leaves_the_waiters_to_fetch_themselves(
+    fetcher: ContextFetcher,
+) -> None:
+    async with ContextService.running(delay=0.3) as slow:
+        spec = policy(
+            {"name": "kb", "url": slow.base_url + "/text/lead", "cacheFor": "60s"},
+            contextDeadline="5s",
+        )
+        leader = asyncio.create_task(fetch(fetcher, spec))
+        while slow.hits["lead"] == 0:
+            await asyncio.sleep(0.01)
+        waiter = asyncio.create_task(fetch(fetcher, spec))
+        await asyncio.sleep(0.05)  # the waiter is now waiting for the leader's fetch
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        assert await waiter == [ContextBlock("kb", "lead context (GET)")]
+        assert slow.hits["lead"] == 2
+
+
+async def test_a_shared_failure_reaches_every_waiter_once(
+    fetcher: ContextFetcher, service: ContextService, registry: CollectorRegistry
+) -> None:
+    spec = policy({"name": "kb", "url": service.base_url + "/status/404", "cacheFor": "60s"})
+    results = await asyncio.gather(*(fetch(fetcher, spec) for _ in range(3)))
+    assert all(r == [ContextBlock("kb", "[context unavailable: status]")] for r in results)
+    assert service.hits["status-404"] == 1
+    assert fetch_failures(registry, "kb", "status") == 3
+    # Not memoised: the next request tries again.
+    await fetch(fetcher, spec)
+    assert service.hits["status-404"] == 2
