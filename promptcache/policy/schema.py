@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Annotated, Literal
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -182,16 +183,22 @@ class VolatileSpec(_Model):
         return self
 
 
+MESSAGE_MAX_CHARS = 4096
+"""A ``from: message`` variable holds at most this many characters of the message."""
+
+
 class ContextVariable(_Model):
-    """A value a context source's URL or headers may use as ``{name}``.
+    """A value a context source's URL, headers or body may use as ``{name}``.
 
     From the request header ``x-promptcache-<name>`` (``from: header``, the default),
-    or from a request field (``from: field``, ``field`` a dotted path such as
-    ``metadata.user_id`` or ``user``).
+    from a request field (``from: field``, ``field`` a dotted path such as
+    ``metadata.user_id`` or ``user``), or the text of the newest user message
+    (``from: message``: its text parts joined, at most 4,096 characters; what a
+    retrieval service searches with).
     """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=63)
-    from_: Literal["header", "field"] = Field(default="header", alias="from")
+    from_: Literal["header", "field", "message"] = Field(default="header", alias="from")
     field: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
     header: str | None = None
     """Header name for ``from: header``; default ``x-promptcache-<name>`` (dashes for _)."""
@@ -221,6 +228,18 @@ def template_names(template: str) -> set[str]:
             raise ValueError(f"bad placeholder {{{field}}}: use plain {{name}}")
         names.add(field)
     return names
+
+
+def body_strings(value: object) -> Iterator[str]:
+    """Every string in a JSON-like ``value`` (keys excluded), depth first."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from body_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from body_strings(item)
 
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -284,6 +303,21 @@ class ContextSource(_Model):
     placeholder: str = Field(default=DEFAULT_CONTEXT_PLACEHOLDER, max_length=256)
     """What the model reads when this optional source fails; ``{reason}`` becomes the
     failure reason. Empty: the block is left out."""
+    body: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    """JSON body of a POST, e.g. ``{query: "{question}", k: 3}``: ``{var}`` placeholders in
+    its string values are filled as plain text and the body is sent as JSON, so a value
+    can never change the body's structure."""
+
+    @model_validator(mode="after")
+    def _body_needs_post(self) -> ContextSource:
+        if self.body is not None:
+            if self.method != "POST":
+                raise ValueError("body needs method: POST")
+            for text in body_strings(self.body):
+                template_names(text)
+        return self
 
     @field_validator("url")
     @classmethod
@@ -345,6 +379,8 @@ class PolicySpec(_Model):
         for i, src in enumerate(self.context_sources):
             used = template_names(src.url)
             for value in src.headers.values():
+                used |= template_names(value)
+            for value in body_strings(src.body):
                 used |= template_names(value)
             unknown = sorted(used - known)
             if unknown:

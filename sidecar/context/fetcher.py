@@ -31,7 +31,12 @@ from sidecar.context.errors import FailureReason, RequiredSourceError, SourceErr
 from sidecar.context.memo import Memo, MemoKey
 from sidecar.context.metrics import ContextMetrics
 from sidecar.context.reading import read_text
-from sidecar.context.variables import render_headers, render_url, resolve_variables
+from sidecar.context.variables import (
+    render_body,
+    render_headers,
+    render_url,
+    resolve_variables,
+)
 from sidecar.planner.types import ContextBlock
 
 log = logging.getLogger(__name__)
@@ -201,12 +206,20 @@ class ContextFetcher:
         try:
             url = render_url(src.url, values)
             headers = render_headers(src.headers, values)
+            body = render_body(src.body, values) if src.body is not None else None
         except SourceError as exc:
             return SourceResult(src.name, reason=exc.reason)
+        if body is not None and not any(name.lower() == "content-type" for name in headers):
+            headers["Content-Type"] = "application/json"
         if src.cache_for is None:
-            return await self._fetch(policy_name, src, url, headers, deadline, None)
+            return await self._fetch(policy_name, src, url, headers, body, deadline, None)
         key = MemoKey.of(
-            policy=policy_name, source=src.name, method=src.method, url=url, headers=headers
+            policy=policy_name,
+            source=src.name,
+            method=src.method,
+            url=url,
+            headers=headers,
+            body=body or b"",
         )
         while True:
             text = self._memo.get(key)
@@ -215,7 +228,7 @@ class ContextFetcher:
                 return SourceResult(src.name, text=text, memo_hit=True)
             shared = self._inflight.get(key)
             if shared is None:
-                return await self._lead(policy_name, src, url, headers, deadline, key)
+                return await self._lead(policy_name, src, url, headers, body, deadline, key)
             try:
                 async with asyncio.timeout_at(deadline):
                     result = await asyncio.shield(shared)
@@ -233,6 +246,7 @@ class ContextFetcher:
         src: ContextSource,
         url: str,
         headers: dict[str, str],
+        body: bytes | None,
         deadline: float,
         key: MemoKey,
     ) -> SourceResult:
@@ -242,7 +256,7 @@ class ContextFetcher:
         self._inflight[key] = shared
         result: SourceResult | None = None
         try:
-            result = await self._fetch(policy_name, src, url, headers, deadline, key)
+            result = await self._fetch(policy_name, src, url, headers, body, deadline, key)
             return result
         finally:
             del self._inflight[key]
@@ -254,6 +268,7 @@ class ContextFetcher:
         src: ContextSource,
         url: str,
         headers: dict[str, str],
+        body: bytes | None,
         deadline: float,
         key: MemoKey | None,
     ) -> SourceResult:
@@ -266,7 +281,7 @@ class ContextFetcher:
             async with asyncio.timeout_at(deadline):
                 try:
                     fetched: tuple[str, int] = await self._retrying(src)(
-                        self._attempt, src, url, headers, attempts
+                        self._attempt, src, url, headers, body, attempts
                     )
                 except (SourceError, TimeoutError, aiohttp.ClientError) as exc:
                     return SourceResult(
@@ -301,14 +316,23 @@ class ContextFetcher:
         )
 
     async def _attempt(
-        self, src: ContextSource, url: str, headers: Mapping[str, str], attempts: _Attempts
+        self,
+        src: ContextSource,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        attempts: _Attempts,
     ) -> tuple[str, int]:
         attempts.count += 1
         attempts.status = None
         async with (
             asyncio.timeout(parse_duration(src.timeout)),
             self._session.request(
-                src.method, URL(url, encoded=True), headers=headers, allow_redirects=False
+                src.method,
+                URL(url, encoded=True),
+                headers=headers,
+                data=body,
+                allow_redirects=False,
             ) as resp,
         ):
             attempts.status = resp.status

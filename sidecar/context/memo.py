@@ -2,7 +2,7 @@
 
 A memo entry saves a round trip for context that changes slowly (a user's profile,
 a policy document). Keys are what was actually sent - policy, source, method, the
-rendered URL and headers - so two users never share an entry. Only successes are
+rendered URL, headers and body - so two users never share an entry. Only successes are
 stored: a failure must be retried by the next request, not replayed. Both the number
 of entries and their total size are bounded, so a stream of distinct users cannot
 grow the sidecar's memory without limit.
@@ -30,12 +30,20 @@ class MemoKey:
     method: str
     url: str
     headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
 
     @classmethod
     def of(
-        cls, *, policy: str, source: str, method: str, url: str, headers: Mapping[str, str]
+        cls,
+        *,
+        policy: str,
+        source: str,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes = b"",
     ) -> MemoKey:
-        return cls(policy, source, method, url, tuple(sorted(headers.items())))
+        return cls(policy, source, method, url, tuple(sorted(headers.items())), body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,7 @@ class ContextService:
         app.router.add_get("/flaky/{key}/{fails}", self._flaky)
         app.router.add_get("/sleep/{seconds}", self._sleep)
         app.router.add_post("/text/{key}", self._text)
+        app.router.add_post("/search", self._search)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -95,6 +96,12 @@ class ContextService:
             "headers": {k.lower(): v for k, v in request.headers.items() if k.lower() != "host"},
         }
         return web.json_response(echoed)
+
+    async def _search(self, request: web.Request) -> web.Response:
+        """A retrieval service: answers with what it was asked, as it received it."""
+        await self._pause("search")
+        received = {"content_type": request.content_type, "json": await request.json()}
+        return web.json_response(received)
 
     async def _status(self, request: web.Request) -> web.Response:
         code = int(request.match_info["code"])

@@ -214,6 +214,50 @@ async def test_post_source(fetcher: ContextFetcher, service: ContextService) -> 
     assert block.text == "posted context (POST)"
 
 
+async def test_post_body_carries_the_newest_question_to_a_retriever(
+    fetcher: ContextFetcher, service: ContextService
+) -> None:
+    question = 'My "Ridgeline" tent leaks.\nWhat now?'
+    spec = policy(
+        {
+            "name": "docs",
+            "method": "POST",
+            "url": service.base_url + "/search",
+            "body": {"query": "{question}", "k": 3, "filters": {"lang": "en"}},
+            "cacheFor": "60s",
+        },
+        contextVariables=[{"name": "question", "from": "message"}],
+    )
+
+    def request(text: str) -> dict[str, Any]:
+        return {
+            "model": "m",
+            "max_tokens": 5,
+            "messages": [
+                {"role": "user", "content": "earlier"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": text},
+            ],
+        }
+
+    async def ask(text: str) -> Any:
+        (block,) = await fetcher.fetch(
+            policy_name="p", policy=spec, headers=NO_HEADERS, body=request(text)
+        )
+        return json.loads(block.text)
+
+    assert await ask(question) == {
+        "content_type": "application/json",
+        "json": {"query": question, "k": 3, "filters": {"lang": "en"}},
+    }
+    # The memo is keyed by the body too: the same question is served from it, another
+    # question goes to the service.
+    await ask(question)
+    assert service.hits["search"] == 1
+    assert (await ask("Another question"))["json"]["query"] == "Another question"
+    assert service.hits["search"] == 2
+
+
 async def test_custom_and_empty_placeholders(
     fetcher: ContextFetcher, service: ContextService
 ) -> None:

@@ -266,3 +266,61 @@ async def test_optional_source_failure_becomes_a_placeholder(
     text = json.dumps(json.loads(sent.body)["messages"])
     assert "[context unavailable: status]" in text
     assert "profile-of-alice context (GET)" in text
+
+
+async def test_retrieval_by_the_users_question_through_the_sidecar(
+    tmp_path: Path,
+    start_sidecar: StartSidecar,
+    fake_upstream: FakeUpstream,
+    context_service: ContextService,
+) -> None:
+    """A POST source searching with the newest question (``from: message``), as the case
+    study's retriever did, fed by the OpenAI SDK's request."""
+    spec: dict[str, Any] = {
+        "provider": "openai",
+        "staticBlocks": [{"name": "instructions", "content": STATIC}],
+        "contextVariables": [{"name": "question", "from": "message"}],
+        "contextSources": [
+            {
+                "name": "docs",
+                "method": "POST",
+                "url": context_service.base_url + "/search",
+                "body": {"query": "{question}", "k": 3},
+            }
+        ],
+    }
+    path = tmp_path / "retrieval.yaml"
+    document = {
+        "apiVersion": "promptcache.io/v1alpha1",
+        "kind": "PromptPolicy",
+        "metadata": {"name": POLICY},
+        "spec": spec,
+    }
+    path.write_text(yaml.safe_dump(document))
+    sidecar = await start_sidecar(policy=path)
+    question = "Can I return a worn tent?"
+    async with openai.AsyncOpenAI(
+        base_url=sidecar.url + "/v1", api_key="sk-test", max_retries=0
+    ) as client:
+        await client.chat.completions.create(
+            model="gpt-4o",
+            messages=[
+                {"role": "user", "content": "Hello"},
+                {"role": "assistant", "content": "Hi, how can I help?"},
+                {"role": "user", "content": question},
+            ],
+        )
+    (sent,) = fake_upstream.requests
+    messages = json.loads(sent.body)["messages"]
+    newest = messages[-1]["content"]
+    assert isinstance(newest, str)
+    head, sep, rest = newest.partition('<context name="docs">\n')
+    assert sep
+    assert not head
+    found, _, after = rest.partition("\n</context>")
+    assert json.loads(found) == {
+        "content_type": "application/json",
+        "json": {"query": question, "k": 3},
+    }
+    assert after.strip() == question
+    assert context_service.hits["search"] == 1

@@ -62,6 +62,9 @@ def test_a_good_policy_parses_with_defaults() -> None:
         ({"url": "http://h/x", "timeout": "0s"}, "timeout must be > 0"),
         ({"url": "http://h/x", "timeout": "soon"}, "timeout"),
         ({"url": "http://h/x", "retries": 9}, "retries"),
+        ({"url": "http://h/x", "body": {"q": "x"}}, "body needs method: POST"),
+        ({"url": "http://h/x", "method": "POST", "body": {"q": "{nope}"}}, "unknown variable"),
+        ({"url": "http://h/x", "method": "POST", "body": {"q": ["{user_id"]}}, "bad template"),
     ],
 )
 def test_bad_configuration_is_refused_with_the_reason(source: dict[str, Any], reason: str) -> None:
@@ -94,3 +97,28 @@ def test_public_api_is_what_all_says() -> None:
     assert {"ContextFetcher", "ContextMetrics", "RequiredSourceError"} <= set(
         sidecar.context.__all__
     )
+
+
+def test_post_body_and_message_variable_parse() -> None:
+    spec = parse_policy(
+        {
+            "contextSources": [
+                {
+                    "name": "docs",
+                    "method": "POST",
+                    "url": "http://retriever.internal/search",
+                    "body": {"query": "{question}", "filters": {"user": "{user_id}"}, "k": 3},
+                }
+            ],
+            "contextVariables": [
+                {"name": "question", "from": "message"},
+                {"name": "user_id", "from": "field", "field": "metadata.user_id"},
+            ],
+        }
+    )
+    assert spec.context_sources[0].body == {
+        "query": "{question}",
+        "filters": {"user": "{user_id}"},
+        "k": 3,
+    }
+    assert spec.context_variables[0].from_ == "message"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,7 +12,14 @@ from yarl import URL
 
 from promptcache.policy import ContextVariable
 from sidecar.context import SourceError
-from sidecar.context.variables import field_value, render_headers, render_url, resolve_variables
+from sidecar.context.variables import (
+    field_value,
+    newest_user_text,
+    render_body,
+    render_headers,
+    render_url,
+    resolve_variables,
+)
 
 
 def _var(**kw: object) -> ContextVariable:
@@ -106,3 +115,93 @@ def test_any_value_stays_inside_its_path_segment(value: str) -> None:
     assert url.raw_path.endswith("/profile")
     assert url.raw_path.count("/") == 3
     assert url.raw_query_string == "k=1"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # Anthropic Messages: string content, and text blocks around an image.
+        ({"messages": [{"role": "user", "content": "Where is my parcel?"}]}, "Where is my parcel?"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "old question"},
+                    {"role": "assistant", "content": "old answer"},
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "Refund?"},
+                            {"type": "image", "source": {"type": "base64", "data": "AAAA"}},
+                            {"type": "text", "text": "Order 12."},
+                        ],
+                    },
+                ]
+            },
+            "Refund?\n\nOrder 12.",
+        ),
+        # A tool result is not what the user asked: the newest user text is used.
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "What's the weather?"},
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "tool_use", "id": "t", "name": "w", "input": {}}],
+                    },
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "tool_result", "tool_use_id": "t", "content": "sunny"}
+                        ],
+                    },
+                ]
+            },
+            "What's the weather?",
+        ),
+        # OpenAI Chat Completions and Responses.
+        (
+            {
+                "messages": [
+                    {"role": "system", "content": "s"},
+                    {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+                ]
+            },
+            "Hi",
+        ),
+        ({"input": "Plain input"}, "Plain input"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_text", "text": "Typed"}]}]},
+            "Typed",
+        ),
+        ({"messages": [{"role": "assistant", "content": "only me"}]}, None),
+        ({"messages": [{"role": "user", "content": "   "}]}, None),
+        ("not a body", None),
+    ],
+)
+def test_newest_user_text(body: object, expected: str | None) -> None:
+    assert newest_user_text(body) == expected
+
+
+def test_message_variable_is_cut_to_its_limit() -> None:
+    body = {"messages": [{"role": "user", "content": "x" * 10_000}]}
+    found = resolve_variables([_var(name="q", **{"from": "message"})], headers={}, body=body)
+    assert found == {"q": "x" * 4096}
+
+
+def test_body_placeholders_fill_json_strings_only() -> None:
+    template = {"query": "about: {q}", "k": 3, "tags": ["{q}", True, None], "nested": {"u": "{u}"}}
+    value = 'a "quoted"\nline}, "k": 99, "x": {'
+    body = render_body(template, {"q": value, "u": "u-1"})
+    assert json.loads(body) == {
+        "query": f"about: {value}",
+        "k": 3,
+        "tags": [value, True, None],
+        "nested": {"u": "u-1"},
+    }
+    assert body.isascii()
+
+
+def test_body_with_a_missing_variable_fails_the_source() -> None:
+    with pytest.raises(SourceError) as info:
+        render_body({"q": "{q}"}, {})
+    assert info.value.reason == "missing_variable"
