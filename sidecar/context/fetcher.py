@@ -80,6 +80,19 @@ class SourceResult:
         return "memo_hit" if self.memo_hit else "coalesced" if self.coalesced else "ok"
 
 
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """One source's request as rendered for this call."""
+
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+
+
+def _has(headers: Mapping[str, str], name: str) -> bool:
+    return any(key.lower() == name for key in headers)
+
+
 @dataclass(slots=True)
 class _Attempts:
     count: int = 0
@@ -204,22 +217,24 @@ class ContextFetcher:
         self, policy_name: str, src: ContextSource, values: Mapping[str, str], deadline: float
     ) -> SourceResult:
         try:
-            url = render_url(src.url, values)
-            headers = render_headers(src.headers, values)
-            body = render_body(src.body, values) if src.body is not None else None
+            out = _Outgoing(
+                url=render_url(src.url, values),
+                headers=render_headers(src.headers, values),
+                body=render_body(src.body, values) if src.body is not None else None,
+            )
         except SourceError as exc:
             return SourceResult(src.name, reason=exc.reason)
-        if body is not None and not any(name.lower() == "content-type" for name in headers):
-            headers["Content-Type"] = "application/json"
+        if out.body is not None and not _has(out.headers, "content-type"):
+            out.headers["Content-Type"] = "application/json"
         if src.cache_for is None:
-            return await self._fetch(policy_name, src, url, headers, body, deadline, None)
+            return await self._fetch(policy_name, src, out, deadline, None)
         key = MemoKey.of(
             policy=policy_name,
             source=src.name,
             method=src.method,
-            url=url,
-            headers=headers,
-            body=body or b"",
+            url=out.url,
+            headers=out.headers,
+            body=out.body or b"",
         )
         while True:
             text = self._memo.get(key)
@@ -228,7 +243,7 @@ class ContextFetcher:
                 return SourceResult(src.name, text=text, memo_hit=True)
             shared = self._inflight.get(key)
             if shared is None:
-                return await self._lead(policy_name, src, url, headers, body, deadline, key)
+                return await self._lead(policy_name, src, out, deadline, key)
             try:
                 async with asyncio.timeout_at(deadline):
                     result = await asyncio.shield(shared)
@@ -241,14 +256,7 @@ class ContextFetcher:
             # deadline: try again ourselves, from the memo or as the new leader.
 
     async def _lead(
-        self,
-        policy_name: str,
-        src: ContextSource,
-        url: str,
-        headers: dict[str, str],
-        body: bytes | None,
-        deadline: float,
-        key: MemoKey,
+        self, policy_name: str, src: ContextSource, out: _Outgoing, deadline: float, key: MemoKey
     ) -> SourceResult:
         """Fetch ``key`` while concurrent requests for the same key wait for this result
         (single flight: a cold or expired memo entry costs one fetch, not one per caller)."""
@@ -256,7 +264,7 @@ class ContextFetcher:
         self._inflight[key] = shared
         result: SourceResult | None = None
         try:
-            result = await self._fetch(policy_name, src, url, headers, body, deadline, key)
+            result = await self._fetch(policy_name, src, out, deadline, key)
             return result
         finally:
             del self._inflight[key]
@@ -266,14 +274,12 @@ class ContextFetcher:
         self,
         policy_name: str,
         src: ContextSource,
-        url: str,
-        headers: dict[str, str],
-        body: bytes | None,
+        out: _Outgoing,
         deadline: float,
         key: MemoKey | None,
     ) -> SourceResult:
-        if not any(name.lower() == "accept" for name in headers):
-            headers["Accept"] = DEFAULT_ACCEPT
+        if not _has(out.headers, "accept"):
+            out.headers["Accept"] = DEFAULT_ACCEPT
         loop = asyncio.get_running_loop()
         started = loop.time()
         attempts = _Attempts()
@@ -281,7 +287,7 @@ class ContextFetcher:
             async with asyncio.timeout_at(deadline):
                 try:
                     fetched: tuple[str, int] = await self._retrying(src)(
-                        self._attempt, src, url, headers, body, attempts
+                        self._attempt, src, out, attempts
                     )
                 except (SourceError, TimeoutError, aiohttp.ClientError) as exc:
                     return SourceResult(
@@ -316,12 +322,7 @@ class ContextFetcher:
         )
 
     async def _attempt(
-        self,
-        src: ContextSource,
-        url: str,
-        headers: Mapping[str, str],
-        body: bytes | None,
-        attempts: _Attempts,
+        self, src: ContextSource, out: _Outgoing, attempts: _Attempts
     ) -> tuple[str, int]:
         attempts.count += 1
         attempts.status = None
@@ -329,9 +330,9 @@ class ContextFetcher:
             asyncio.timeout(parse_duration(src.timeout)),
             self._session.request(
                 src.method,
-                URL(url, encoded=True),
-                headers=headers,
-                data=body,
+                URL(out.url, encoded=True),
+                headers=out.headers,
+                data=out.body,
                 allow_redirects=False,
             ) as resp,
         ):

@@ -53,7 +53,11 @@ def write_policy(
         ],
         "contextDeadline": "2s",
     }
-    path = tmp_path / f"{POLICY}.yaml"
+    return write_document(tmp_path / f"{POLICY}.yaml", spec)
+
+
+def write_document(path: Path, spec: dict[str, Any]) -> Path:
+    """A policy file: the PromptPolicy named ``POLICY`` with ``spec``."""
     document = {
         "apiVersion": "promptcache.io/v1alpha1",
         "kind": "PromptPolicy",
@@ -289,15 +293,7 @@ async def test_retrieval_by_the_users_question_through_the_sidecar(
             }
         ],
     }
-    path = tmp_path / "retrieval.yaml"
-    document = {
-        "apiVersion": "promptcache.io/v1alpha1",
-        "kind": "PromptPolicy",
-        "metadata": {"name": POLICY},
-        "spec": spec,
-    }
-    path.write_text(yaml.safe_dump(document))
-    sidecar = await start_sidecar(policy=path)
+    sidecar = await start_sidecar(policy=write_document(tmp_path / "retrieval.yaml", spec))
     question = "Can I return a worn tent?"
     async with openai.AsyncOpenAI(
         base_url=sidecar.url + "/v1", api_key="sk-test", max_retries=0
