@@ -8,8 +8,8 @@ turn its stored history and customer block, and retrieved documents not retrieve
 earlier in that conversation. What is left is the most any cache could read, whatever it
 does with order or position: no real prefix cache gets there.
 
-A second, tighter figure also counts every retrieved document as unreadable. That is
-exact for every layout that keeps the documents behind the conversation history (the
+A second, tighter figure also counts every retrieved document as unreadable. That bound
+holds for every layout that keeps the documents behind the conversation history (the
 only place where documents that change from turn to turn do not break the cached
 history), which is what the sidecar does. Both are printed beside the measured hit rate
 so that a reader can see how much of the gap to a target is the workload's and how much
