@@ -23,6 +23,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 import promptcache
+from sidecar.context import ContextMetrics
 from sidecar.metrics import Metrics
 from sidecar.planner.types import MissReason
 
@@ -34,9 +35,11 @@ _SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
 
 
 def _exported() -> dict[str, str]:
-    """Metric family name -> help text, from a fresh sidecar registry."""
+    """Metric family name -> help text, from a fresh sidecar registry (the proxy's and
+    the context phase's metrics, as the sidecar app registers them)."""
     registry = CollectorRegistry()
     Metrics(registry)
+    ContextMetrics(registry)
     return {family.name: family.documentation for family in registry.collect()}
 
 
@@ -120,6 +123,8 @@ def test_dashboard_has_the_panels_the_issue_asks_for() -> None:
     assert "promptcache_cost_without_cache_usd_total" in exprs  # cost saved
     assert "histogram_quantile(0.95, sum by (le) (rate(promptcache_time_to_first_token" in exprs
     assert "sum by (reason) (rate(promptcache_cache_misses_total" in exprs
+    assert "promptcache_context_fetch_duration_seconds_bucket" in exprs  # context prefetch
+    assert "promptcache_context_coalesced_total" in exprs
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
 
