@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
+from multidict import CIMultiDict
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
@@ -85,12 +86,8 @@ class _Outgoing:
     """One source's request as rendered for this call."""
 
     url: str
-    headers: dict[str, str]
+    headers: CIMultiDict[str]
     body: bytes | None
-
-
-def _has(headers: Mapping[str, str], name: str) -> bool:
-    return any(key.lower() == name for key in headers)
 
 
 @dataclass(slots=True)
@@ -224,8 +221,8 @@ class ContextFetcher:
             )
         except SourceError as exc:
             return SourceResult(src.name, reason=exc.reason)
-        if out.body is not None and not _has(out.headers, "content-type"):
-            out.headers["Content-Type"] = "application/json"
+        if out.body is not None:
+            out.headers.setdefault("Content-Type", "application/json")
         if src.cache_for is None:
             return await self._fetch(policy_name, src, out, deadline, None)
         key = MemoKey.of(
@@ -278,8 +275,7 @@ class ContextFetcher:
         deadline: float,
         key: MemoKey | None,
     ) -> SourceResult:
-        if not _has(out.headers, "accept"):
-            out.headers["Accept"] = DEFAULT_ACCEPT
+        out.headers.setdefault("Accept", DEFAULT_ACCEPT)
         loop = asyncio.get_running_loop()
         started = loop.time()
         attempts = _Attempts()

@@ -149,6 +149,7 @@ def render_url(template: str, values: Mapping[str, str]) -> str:
     return _fill(template, values, url=True)
 
 
-def render_headers(templates: Mapping[str, str], values: Mapping[str, str]) -> dict[str, str]:
-    """Header values with ``{name}`` filled raw; ``bad_variable`` on CR, LF or NUL."""
-    return {name: _fill(value, values, url=False) for name, value in templates.items()}
+def render_headers(templates: Mapping[str, str], values: Mapping[str, str]) -> CIMultiDict[str]:
+    """Header values with ``{name}`` filled raw; ``bad_variable`` on CR, LF or NUL.
+    Case-insensitive, as HTTP header names are."""
+    return CIMultiDict((name, _fill(value, values, url=False)) for name, value in templates.items())
