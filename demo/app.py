@@ -25,14 +25,19 @@ from promptcache.usage import Usage, from_anthropic
 log = logging.getLogger(__name__)
 
 
+def legacy_header(*, now: datetime, request_id: str) -> str:
+    """The lines the legacy prompt starts with: the current time and the request id."""
+    return f"Current date and time: {now.isoformat(timespec='seconds')}\nRequest ID: {request_id}"
+
+
 def legacy_system(
     *, now: datetime, request_id: str, customer: str, documents: list[PolicyDocument]
 ) -> str:
     """The legacy concatenated system prompt, timestamp first (the cache buster)."""
     docs = "\n".join(d.render() for d in documents)
     return (
-        f"Current date and time: {now.isoformat(timespec='seconds')}\n"
-        f"Request ID: {request_id}\n\n"
+        legacy_header(now=now, request_id=request_id)
+        + "\n\n"
         + static_text()
         + f"\n\n{customer}\n<policy_documents>\n{docs}\n</policy_documents>"
     )

@@ -19,16 +19,21 @@ and the totals are the input tokens the provider actually counted.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from demo.app import Outcome
+from demo.app import Outcome, legacy_header
 from demo.corpus import retrieve
 from demo.workload import Workload
 from promptcache.tokens import estimate_text
 
-STAMP_TOKENS = 25
-"""``Current date and time: ...`` and ``Request ID: ...`` (two short lines)."""
+STAMP_TOKENS = estimate_text(
+    legacy_header(now=datetime(2026, 1, 1, tzinfo=UTC), request_id=str(uuid.UUID(int=0)))
+)
+"""The app's ``Current date and time`` and ``Request ID`` lines (their length does not
+depend on the time or the id)."""
 
 
 @dataclass(frozen=True, slots=True)
