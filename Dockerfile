@@ -17,9 +17,6 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY promptcache ./promptcache
-COPY sidecar ./sidecar
-COPY simulator ./simulator
-COPY demo ./demo
 COPY operator ./operator
 # The project's wheel plus a wheel of every dependency. All of them publish manylinux
 # wheels for CPython 3.11; if one ever did not, this step fails here (there is no

@@ -28,7 +28,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client import CollectorRegistry
 
 from promptcache.policy import PolicySpec, parse_policy
-from sidecar.context import ContextFetcher, ContextMetrics
+from promptcache.sidecar.context import ContextFetcher, ContextMetrics
 
 SERVICES = {"order_history": 0.300, "user_metadata": 0.500, "policy_documents": 0.450}
 """Source name -> seconds the service takes to answer (the case study's three calls)."""

@@ -26,13 +26,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.payload import request_body
-from demo.app import legacy_system
-from demo.corpus import retrieve
-from demo.workload import POLICY_DIR, WorkloadConfig, generate
+from promptcache.demo.app import legacy_system
+from promptcache.demo.corpus import retrieve
+from promptcache.demo.workload import POLICY_DIR, WorkloadConfig, generate
 from promptcache.policy import load_policy_file
-from sidecar import jsoncodec
-from sidecar.cli import GC_THRESHOLD
-from sidecar.planner import Planner, PlanRequest
+from promptcache.sidecar import jsoncodec
+from promptcache.sidecar.cli import GC_THRESHOLD
+from promptcache.sidecar.planner import Planner, PlanRequest
 
 WARM_UP = 200
 

@@ -165,7 +165,7 @@ def verdicts(run: Run) -> str:
     python = dict(run.python)
     lines = []
     for r in run.fast:
-        if not r.name.startswith("sidecar"):
+        if not r.name.startswith("promptcache.sidecar"):
             continue
         p50 = r.sequential.p50 - direct.sequential.p50
         p99 = r.sequential.p99 - direct.sequential.p99

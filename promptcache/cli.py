@@ -15,12 +15,18 @@ from typing import Protocol
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "sidecar": ("sidecar.cli", "run the caching proxy next to an app"),
+    "sidecar": ("promptcache.sidecar.cli", "run the caching proxy next to an app"),
     "operator": ("promptcache_operator.cli", "run the PromptPolicy operator and injection webhook"),
-    "simulate": ("simulator.cli", "run the local provider simulator (Anthropic + OpenAI)"),
-    "demo": ("demo.cli", "run the case-study workload, before and after, and print the table"),
-    "policy": ("sidecar.explain", "policy tools: 'promptcache policy check FILE'"),
-    "explain": ("sidecar.explain", "show how a policy rewrites a request"),
+    "simulate": (
+        "promptcache.simulator.cli",
+        "run the local provider simulator (Anthropic + OpenAI)",
+    ),
+    "demo": (
+        "promptcache.demo.cli",
+        "run the case-study workload, before and after, and print the table",
+    ),
+    "policy": ("promptcache.sidecar.explain", "policy tools: 'promptcache policy check FILE'"),
+    "explain": ("promptcache.sidecar.explain", "show how a policy rewrites a request"),
 }
 
 

@@ -28,8 +28,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from simulator.config import SimConfig
-from simulator.server import create_app
+from promptcache.simulator.config import SimConfig
+from promptcache.simulator.server import create_app
 from tests.cluster.controlplane import ControlPlane, free_ports, terminate
 from tests.cluster.operator_harness import (
     PROMPTCACHE,

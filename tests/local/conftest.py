@@ -34,12 +34,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from demo.services import simulator
-from sidecar.admin import create_admin_app
-from sidecar.app import build_state, create_app
-from sidecar.config import SidecarSettings
-from sidecar.planner import Planner
-from sidecar.state import SidecarState
+from promptcache.demo.services import simulator
+from promptcache.sidecar.admin import create_admin_app
+from promptcache.sidecar.app import build_state, create_app
+from promptcache.sidecar.config import SidecarSettings
+from promptcache.sidecar.planner import Planner
+from promptcache.sidecar.state import SidecarState
 from tests.local.fake_upstream import (
     REPLY,
     Behaviour,

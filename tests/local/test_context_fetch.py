@@ -16,8 +16,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from promptcache.policy import PolicySpec
-from sidecar.context import ContextFetcher, ContextMetrics, RequiredSourceError
-from sidecar.planner import ContextBlock
+from promptcache.sidecar.context import ContextFetcher, ContextMetrics, RequiredSourceError
+from promptcache.sidecar.planner import ContextBlock
 from tests.local.context_services import (  # noqa: F401 - *_fixture: shared fixtures
     NO_HEADERS,
     ContextService,
@@ -334,11 +334,11 @@ async def test_logs_carry_no_values_or_text(
         {"name": "c", "url": service.base_url + "/text/{u}"},
         contextVariables=[{"name": "u", "from": "field", "field": "user"}],
     )
-    with caplog.at_level("DEBUG", logger="sidecar"):
+    with caplog.at_level("DEBUG", logger="promptcache.sidecar"):
         await fetcher.fetch(
             policy_name="p", policy=spec, headers=NO_HEADERS, body={"user": "secret-user-value"}
         )
-    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("sidecar"))
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("promptcache.sidecar"))
     assert "failed: status" in ours
     assert "failed: unreachable" in ours
     assert "secret-user-value" not in ours

@@ -18,7 +18,7 @@ import openai
 import pytest
 import yaml
 
-from simulator import SimConfig, SimServer
+from promptcache.simulator import SimConfig, SimServer
 from tests.local.conftest import FakeUpstream, StartSidecar
 from tests.local.context_services import ContextService
 

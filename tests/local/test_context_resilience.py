@@ -14,8 +14,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from promptcache.policy import PolicySpec
-from sidecar.context import ContextFetcher, ContextMetrics, RequiredSourceError
-from sidecar.planner import ContextBlock
+from promptcache.sidecar.context import ContextFetcher, ContextMetrics, RequiredSourceError
+from promptcache.sidecar.planner import ContextBlock
 from tests.local.context_services import (  # noqa: F401 - *_fixture: shared fixtures
     NO_HEADERS,
     ContextService,

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from demo.cli import SHORT, SHORT_TIME_SCALE
-from demo.report import Comparison, write
-from demo.runner import DemoOptions, Progress, run_sim
-from demo.summary import ArmSummary, agrees
-from demo.workload import generate
+from promptcache.demo.cli import SHORT, SHORT_TIME_SCALE
+from promptcache.demo.report import Comparison, write
+from promptcache.demo.runner import DemoOptions, Progress, run_sim
+from promptcache.demo.summary import ArmSummary, agrees
+from promptcache.demo.workload import generate
 
 pytestmark = pytest.mark.timeout(180)
 

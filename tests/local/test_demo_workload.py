@@ -12,9 +12,9 @@ import statistics
 import uuid
 from datetime import UTC, datetime
 
-from demo.app import legacy_system
-from demo.corpus import retrieve
-from demo.workload import STATIC_FILE, WorkloadConfig, generate, static_text
+from promptcache.demo.app import legacy_system
+from promptcache.demo.corpus import retrieve
+from promptcache.demo.workload import STATIC_FILE, WorkloadConfig, generate, static_text
 from promptcache.policy import load_policy_file
 from promptcache.tokens import estimate_json, estimate_text
 

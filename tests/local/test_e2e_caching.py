@@ -48,7 +48,7 @@ from anthropic.types import MessageParam
 from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
-from demo.services import get_text, sidecar_tokens
+from promptcache.demo.services import get_text, sidecar_tokens
 from promptcache.usage import Usage, from_anthropic, total
 from tests.local.conftest import RunSidecar
 

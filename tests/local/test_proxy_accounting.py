@@ -15,10 +15,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
+from promptcache.sidecar.app import build_state, create_app
+from promptcache.sidecar.config import SidecarSettings
+from promptcache.sidecar.planner import MissReason, Plan, Planner
 from promptcache.usage import Usage
-from sidecar.app import build_state, create_app
-from sidecar.config import SidecarSettings
-from sidecar.planner import MissReason, Plan, Planner
 from tests.local.conftest import CacheUsage, FakeUpstream
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import anthropic
 import pytest
 
+from promptcache.sidecar.planner import MissReason, Plan, Planner, PlanRequest
 from promptcache.usage import Usage
-from sidecar.planner import MissReason, Plan, Planner, PlanRequest
 from tests.local.conftest import FakeUpstream, StartSidecar
 from tests.local.context_services import ContextService
 
@@ -119,7 +119,7 @@ async def test_a_planner_breaking_its_contract_still_fails_open(
 async def test_an_internal_error_before_sending_forwards_the_original(
     start_sidecar: StartSidecar, fake_upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sidecar.headers import upstream_request_headers as real
+    from promptcache.sidecar.headers import upstream_request_headers as real
 
     calls = 0
 
@@ -130,7 +130,7 @@ async def test_an_internal_error_before_sending_forwards_the_original(
             raise RuntimeError("a bug")
         return real(incoming)
 
-    monkeypatch.setattr("sidecar.proxy.upstream_request_headers", buggy_once)
+    monkeypatch.setattr("promptcache.sidecar.proxy.upstream_request_headers", buggy_once)
     sc = await start_sidecar()
     assert (await _call(sc.url)).content
     assert len(fake_upstream.requests) == 1

@@ -14,8 +14,8 @@ from typing import Any
 import anthropic
 import pytest
 
+from promptcache.sidecar.planner import Breakpoint, MissReason, Plan, Planner, PlanRequest
 from promptcache.usage import Usage
-from sidecar.planner import Breakpoint, MissReason, Plan, Planner, PlanRequest
 from tests.local.conftest import FakeUpstream, StartSidecar
 
 

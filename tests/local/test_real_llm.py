@@ -21,9 +21,9 @@ import anthropic
 import openai
 import pytest
 
-from demo.llama import LlamaNotInstalledError, llama_server, model_file, server_binary
-from demo.services import sidecar
-from demo.workload import static_text
+from promptcache.demo.llama import LlamaNotInstalledError, llama_server, model_file, server_binary
+from promptcache.demo.services import sidecar
+from promptcache.demo.workload import static_text
 
 pytestmark = [pytest.mark.llm, pytest.mark.timeout(600)]
 

@@ -15,7 +15,7 @@ import anthropic
 import pytest
 from anthropic.types import Message, Usage
 
-from simulator import LatencyConfig, ManualClock, SimConfig, SimServer
+from promptcache.simulator import LatencyConfig, ManualClock, SimConfig, SimServer
 
 MODEL = "claude-sonnet-4-6"  # minimum cacheable prefix 1,024 tokens (models.yaml)
 

@@ -17,7 +17,7 @@ import httpx2
 import openai
 import pytest
 
-from simulator import FaultRule, SimConfig, SimServer
+from promptcache.simulator import FaultRule, SimConfig, SimServer
 
 MODEL = "claude-sonnet-4-6"
 ASK: dict[str, Any] = {

@@ -15,7 +15,7 @@ import aiohttp
 import openai
 import pytest
 
-from simulator import CacheConfig, ManualClock, SimConfig, SimServer
+from promptcache.simulator import CacheConfig, ManualClock, SimConfig, SimServer
 
 FRAMING = len("<|system|>") + len("<|user|>") + len("q")
 

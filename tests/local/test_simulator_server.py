@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from simulator import SIMULATION, LatencyConfig, SimConfig, SimServer, create_app
+from promptcache.simulator import SIMULATION, LatencyConfig, SimConfig, SimServer, create_app
 
 MODEL = "claude-sonnet-4-6"
 SYSTEM = [

@@ -17,7 +17,7 @@ import anthropic
 import openai
 import pytest
 
-from simulator import SimConfig, SimServer
+from promptcache.simulator import SimConfig, SimServer
 
 MODEL = "claude-sonnet-4-6"
 STATIC = "You are the support agent of an online shop. Be precise and brief. " * 120

@@ -23,9 +23,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 import promptcache
-from sidecar.context import ContextMetrics
-from sidecar.metrics import Metrics
-from sidecar.planner.types import MissReason
+from promptcache.sidecar.context import ContextMetrics
+from promptcache.sidecar.metrics import Metrics
+from promptcache.sidecar.planner.types import MissReason
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "promptcache"

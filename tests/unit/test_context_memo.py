@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.context import Memo, MemoKey
+from promptcache.sidecar.context import Memo, MemoKey
 
 
 class _Clock:

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-import sidecar.context
 from promptcache.policy import PolicyError, parse_policy
 from promptcache.policy.schema import DEFAULT_CONTEXT_PLACEHOLDER
+from promptcache.sidecar import context as sidecar_context
 
 
 def _spec(source: dict[str, Any], variables: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -92,10 +92,10 @@ def test_field_variable_needs_a_field() -> None:
 
 
 def test_public_api_is_what_all_says() -> None:
-    for name in sidecar.context.__all__:
-        assert hasattr(sidecar.context, name), name
+    for name in sidecar_context.__all__:
+        assert hasattr(sidecar_context, name), name
     assert {"ContextFetcher", "ContextMetrics", "RequiredSourceError"} <= set(
-        sidecar.context.__all__
+        sidecar_context.__all__
     )
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.context import SourceError
-from sidecar.context.reading import decode, is_text_type
+from promptcache.sidecar.context import SourceError
+from promptcache.sidecar.context.reading import decode, is_text_type
 
 
 @pytest.mark.parametrize(

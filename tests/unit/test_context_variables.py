@@ -11,8 +11,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from promptcache.policy import ContextVariable
-from sidecar.context import SourceError
-from sidecar.context.variables import (
+from promptcache.sidecar.context import SourceError
+from promptcache.sidecar.context.variables import (
     field_value,
     newest_user_text,
     render_body,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from demo.app import Outcome
-from demo.ceiling import STAMP_TOKENS, ceiling
-from demo.corpus import retrieve
-from demo.workload import Conversation, Customer, Workload, WorkloadConfig
+from promptcache.demo.app import Outcome
+from promptcache.demo.ceiling import STAMP_TOKENS, ceiling
+from promptcache.demo.corpus import retrieve
+from promptcache.demo.workload import Conversation, Customer, Workload, WorkloadConfig
 from promptcache.tokens import estimate_text
 from promptcache.usage import Usage
 

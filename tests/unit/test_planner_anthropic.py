@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from promptcache.policy import PolicySpec, parse_policy
-from sidecar.planner import ContextBlock, Plan, Planner, PlanRequest
-from simulator.anthropic_cache import parse_request
+from promptcache.sidecar.planner import ContextBlock, Plan, Planner, PlanRequest
+from promptcache.simulator.anthropic_cache import parse_request
 
 STATIC = "Static instructions for the support agent. " * 120  # ~5,200 chars, ~1,300 tokens
 LONG = "A long earlier turn of the conversation. " * 60  # ~600 tokens

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sidecar.planner as planner_pkg
+import promptcache.sidecar.planner as planner_pkg
 from promptcache.policy import parse_policy
+from promptcache.sidecar.planner import Planner, PlanRequest
 from promptcache.usage import Usage
-from sidecar.planner import Planner, PlanRequest
 
 
 def test_public_names() -> None:

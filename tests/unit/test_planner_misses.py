@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from promptcache.policy import PolicySpec, parse_policy
+from promptcache.sidecar.planner import Plan, Planner, PlanRequest, Route
 from promptcache.usage import Usage
-from sidecar.planner import Plan, Planner, PlanRequest, Route
 
 STATIC = "Static instructions for the support agent. " * 120  # 1,290 tokens
 LONG = "An earlier turn of this conversation. " * 60

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from promptcache.policy import PolicySpec, parse_policy
-from sidecar.planner import ContextBlock, Plan, Planner, PlanRequest, Route
+from promptcache.sidecar.planner import ContextBlock, Plan, Planner, PlanRequest, Route
 
 STATIC = "Static instructions for the support agent. " * 120  # ~1,300 tokens
 STAMP = "2025-05-01T10:00:00Z"

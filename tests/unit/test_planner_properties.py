@@ -23,11 +23,11 @@ from openai.types.chat import completion_create_params
 from pydantic import TypeAdapter
 
 from promptcache.policy import PolicySpec, parse_policy
-from sidecar.planner import ContextBlock, Plan, Planner, PlanRequest
-from simulator.anthropic_cache import parse_request as anthropic_validate
-from simulator.config import CacheConfig
-from simulator.errors import ApiError
-from simulator.openai_cache import parse_request as openai_validate
+from promptcache.sidecar.planner import ContextBlock, Plan, Planner, PlanRequest
+from promptcache.simulator.anthropic_cache import parse_request as anthropic_validate
+from promptcache.simulator.config import CacheConfig
+from promptcache.simulator.errors import ApiError
+from promptcache.simulator.openai_cache import parse_request as openai_validate
 
 STATIC = "Static instructions for the support agent, never to change. " * 90  # ~1,350 tok
 INJECTED = "Injected guardrails block. " * 20

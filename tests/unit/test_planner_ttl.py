@@ -8,8 +8,8 @@ import pytest
 
 from promptcache.models import lookup
 from promptcache.policy import parse_policy
-from sidecar.planner import Planner, PlanRequest
-from sidecar.planner.ttl import ReuseTracker, choose_ttl, expected_cost
+from promptcache.sidecar.planner import Planner, PlanRequest
+from promptcache.sidecar.planner.ttl import ReuseTracker, choose_ttl, expected_cost
 
 INFO = lookup("anthropic", "claude-sonnet-4-5")  # write 5m 1.25x, write 1h 2x, read 0.1x
 MIN = 60.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from promptcache.policy.schema import VolatilePattern, VolatileSpec
-from sidecar.planner.volatile import Detector, Span, cut, detector_for, relocation_units
+from promptcache.sidecar.planner.volatile import Detector, Span, cut, detector_for, relocation_units
 
 ALL = Detector(VolatileSpec())
 

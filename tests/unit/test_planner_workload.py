@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from promptcache.policy import PolicySpec, parse_policy
+from promptcache.sidecar.planner import MissReason, Plan, Planner, PlanRequest
+from promptcache.simulator.anthropic_cache import AnthropicCache, parse_request
+from promptcache.simulator.config import CacheConfig
 from promptcache.usage import Usage
-from sidecar.planner import MissReason, Plan, Planner, PlanRequest
-from simulator.anthropic_cache import AnthropicCache, parse_request
-from simulator.config import CacheConfig
 
 RNG_SEED = 7
 WORDS = [

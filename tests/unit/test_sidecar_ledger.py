@@ -9,9 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from promptcache.sidecar.ledger import IDLE_DELAY
+from promptcache.sidecar.metrics import Metrics
 from promptcache.usage import Usage
-from sidecar.ledger import IDLE_DELAY
-from sidecar.metrics import Metrics
 
 
 def test_ledger_samples_and_exposition() -> None:

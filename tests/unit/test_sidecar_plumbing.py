@@ -12,12 +12,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
 from yarl import URL
 
+from promptcache.sidecar.cli import configure, settings_from
+from promptcache.sidecar.config import SidecarSettings, split_host_port
+from promptcache.sidecar.errors import error_payload, sse_error_event
+from promptcache.sidecar.headers import client_response_headers, upstream_request_headers
+from promptcache.sidecar.upstream import env_proxy, parse_retry_after
 from promptcache.telemetry import setup_tracing, tracing_enabled
-from sidecar.cli import configure, settings_from
-from sidecar.config import SidecarSettings, split_host_port
-from sidecar.errors import error_payload, sse_error_event
-from sidecar.headers import client_response_headers, upstream_request_headers
-from sidecar.upstream import env_proxy, parse_retry_after
 
 
 def _args(*argv: str) -> argparse.Namespace:

@@ -9,9 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from promptcache.policy import LoadedPolicy, PolicySpec
-from sidecar.metrics import Metrics
-from sidecar.planner import Plan, Planner, PlanRequest
-from sidecar.prepare import parse_body, prepare, request_model
+from promptcache.sidecar.metrics import Metrics
+from promptcache.sidecar.planner import Plan, Planner, PlanRequest
+from promptcache.sidecar.prepare import parse_body, prepare, request_model
 
 
 class _Exploding(Planner):

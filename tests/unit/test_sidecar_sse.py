@@ -9,8 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptcache.usage import Usage
-from sidecar.sse import (
+from promptcache.sidecar.sse import (
     AnthropicTap,
     EventSplitter,
     OpenAIChatTap,
@@ -19,6 +18,7 @@ from sidecar.sse import (
     split_events,
     usage_from_body,
 )
+from promptcache.usage import Usage
 
 
 def _sse(event: str | None, data: dict[str, Any] | str) -> bytes:

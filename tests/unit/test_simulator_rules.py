@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator import CacheConfig, FaultRule, OutputConfig, parse_fault_rule
-from simulator.anthropic_cache import AnthropicCache, parse_request
-from simulator.errors import ApiError
-from simulator.faults import Faults
-from simulator.openai_cache import parse_request as parse_openai
-from simulator.store import CacheStore
-from simulator.textgen import answer
+from promptcache.simulator import CacheConfig, FaultRule, OutputConfig, parse_fault_rule
+from promptcache.simulator.anthropic_cache import AnthropicCache, parse_request
+from promptcache.simulator.errors import ApiError
+from promptcache.simulator.faults import Faults
+from promptcache.simulator.openai_cache import parse_request as parse_openai
+from promptcache.simulator.store import CacheStore
+from promptcache.simulator.textgen import answer
 
 
 def test_store_expires_refreshes_and_stays_bounded() -> None:
@@ -207,7 +207,7 @@ def test_usage_always_adds_up_and_a_repeat_reads_what_was_written(
 
 
 def test_public_names() -> None:
-    import simulator
+    from promptcache import simulator
 
     assert sorted(simulator.__all__) == sorted(
         [

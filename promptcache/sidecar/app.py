@@ -1,0 +1,127 @@
+"""The sidecar's aiohttp applications: the proxy app and its lifecycle.
+
+``create_app`` builds the proxy application from settings and injected collaborators
+(metrics registry, tracer provider, planner), so tests build the same thing the CLI
+runs. Its ``cleanup_ctx`` owns one pooled ``ClientSession`` per upstream (and one for
+context sources), the first policy load and the policy watcher; all of it is closed when
+the app stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry
+
+from promptcache.sidecar.config import SidecarSettings
+from promptcache.sidecar.errors import Family
+from promptcache.sidecar.metrics import Metrics
+from promptcache.sidecar.planner import Planner
+from promptcache.sidecar.policy_watch import PolicyWatch
+from promptcache.sidecar.proxy import ROUTES, llm_call, passthrough
+from promptcache.sidecar.state import STATE, SidecarState
+from promptcache.sidecar.tracing import CallTracer
+from promptcache.sidecar.upstream import Upstream, make_session
+
+log = logging.getLogger(__name__)
+
+
+def build_state(
+    settings: SidecarSettings,
+    *,
+    registry: CollectorRegistry,
+    tracer_provider: trace.TracerProvider | None = None,
+    planner: Planner | None = None,
+) -> SidecarState:
+    """The shared state, before any session exists (the app's lifecycle adds them)."""
+    metrics = Metrics(registry)
+    return SidecarState(
+        settings=settings,
+        metrics=metrics,
+        tracer=CallTracer(tracer_provider),
+        policy=PolicyWatch(
+            settings.policy, metrics=metrics, interval=settings.policy_poll_interval
+        ),
+        planner=planner if planner is not None else Planner(),
+    )
+
+
+def create_app(
+    state: SidecarState, *, tracer_provider: trace.TracerProvider | None = None
+) -> web.Application:
+    """The proxy application serving the app's LLM calls."""
+    app = web.Application(client_max_size=state.settings.max_body_bytes)
+    app[STATE] = state
+    for path in ROUTES:
+        app.router.add_post(path, llm_call)
+    app.router.add_route("*", "/{tail:.*}", passthrough)
+    app.cleanup_ctx.append(_lifecycle(tracer_provider))
+    return app
+
+
+def _lifecycle(
+    tracer_provider: trace.TracerProvider | None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        state = app[STATE]
+        settings = state.settings
+        bases: dict[Family, str] = {
+            "anthropic": settings.anthropic_upstream,
+            "openai": settings.openai_upstream,
+        }
+        sessions = [make_session(settings) for _ in bases]
+        context_session = _attach_context(state, tracer_provider)
+        state.policy.check()
+        watcher = asyncio.create_task(state.policy.run(), name="promptcache-policy-watch")
+        state.upstreams = {
+            family: Upstream(name=family, base_url=base, session=session, settings=settings)
+            for (family, base), session in zip(bases.items(), sessions, strict=True)
+        }
+        log.info(
+            "upstreams: anthropic %s, openai %s",
+            state.upstreams["anthropic"].label,
+            state.upstreams["openai"].label,
+        )
+        try:
+            yield
+        finally:
+            state.upstreams = {}
+            state.metrics.ledger.backlog.close()  # in-flight calls are over: count them all
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            for session in sessions:
+                await session.close()
+            if context_session is not None:
+                await context_session.close()
+
+    return lifecycle
+
+
+def _attach_context(
+    state: SidecarState, tracer_provider: trace.TracerProvider | None
+) -> aiohttp.ClientSession | None:
+    """Plug ``sidecar.context`` into the request path (None if it is not installed)."""
+    try:
+        from promptcache.sidecar.context import ContextFetcher, ContextMetrics
+    except ImportError:
+        return None
+    session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+    )
+    if state.context_metrics is None:
+        state.context_metrics = ContextMetrics(state.metrics.registry)
+    state.context = ContextFetcher(
+        session=session,
+        metrics=state.context_metrics,
+        tracer_provider=tracer_provider or trace.NoOpTracerProvider(),
+    )
+    return session

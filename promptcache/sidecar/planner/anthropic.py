@@ -1,0 +1,401 @@
+"""The Anthropic Messages rewrite: static system first, breakpoints, context after them.
+
+Order of the cached prefix is tools -> system -> messages. We make the system start with
+the policy's static blocks (byte-identical every time), move what changes per request
+into one delimited text block in the newest user message, and put markers at the end of
+the static system part, at the end of the stable history (the message before the newest
+user message) and, if asked, at the end of the tools. On the next turn the app re-sends
+the same history without our context block; Anthropic's 20-block lookback from the new
+history marker finds the entry the previous turn wrote, so the history reads from cache.
+
+Nothing in the input body is mutated: changed containers are copied, one level at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from promptcache.policy.schema import PolicySpec
+from promptcache.sidecar.planner.common import (
+    LOOKBACK_BLOCKS,
+    Env,
+    PlanError,
+    chain,
+    context_items,
+    history_fp,
+    newest_user,
+    render_context,
+    tools_info,
+)
+from promptcache.sidecar.planner.markers import AUTOMATIC_POS, Marker, marker_json, place, ttl_of
+from promptcache.sidecar.planner.system import Piece, Source, plan_system, sha256_text
+from promptcache.sidecar.planner.ttl import TTL_SECONDS
+from promptcache.sidecar.planner.types import Diagnostics, Plan, Ttl
+from promptcache.tokens import estimate_json, estimate_text
+
+CACHEABLE = frozenset(
+    {"text", "image", "document", "tool_use", "tool_result", "search_result",
+     "server_tool_use", "web_search_tool_result"}
+)  # fmt: skip
+"""Block types that may carry ``cache_control`` (thinking blocks and empty text may not)."""
+
+
+def _cacheable(block: Any) -> bool:
+    if not isinstance(block, dict) or block.get("type") not in CACHEABLE:
+        return False
+    return block.get("type") != "text" or bool(block.get("text"))
+
+
+def _system_sources(system: Any) -> list[Source]:
+    if system is None or system == "":
+        return []
+    if isinstance(system, str):
+        return [Source(system)]
+    if not isinstance(system, list):
+        raise PlanError("system: expected a string or a list of text blocks")
+    out: list[Source] = []
+    for i, b in enumerate(system):
+        if not isinstance(b, dict) or b.get("type") != "text" or not isinstance(b.get("text"), str):
+            raise PlanError(f"system[{i}]: expected a text block")
+        out.append(Source(b["text"], "cache_control" in b))
+    return out
+
+
+def _check_messages(messages: Any) -> list[Any]:
+    if not isinstance(messages, list):
+        raise PlanError("messages: expected a list")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise PlanError(f"messages[{i}]: expected an object")
+        if not isinstance(m.get("content"), _CONTENT_TYPES):
+            raise PlanError(f"messages[{i}].content: expected a string or a list of blocks")
+    return messages
+
+
+_CONTENT_TYPES = (str, list)
+
+
+def _nblocks(message: dict[str, Any]) -> int:
+    content = message["content"]
+    return 1 if isinstance(content, str) else len(content)
+
+
+def _last_cacheable(message: dict[str, Any]) -> int | None:
+    content = message["content"]
+    if isinstance(content, str):
+        return 0 if content else None
+    for j in range(len(content) - 1, -1, -1):
+        if _cacheable(content[j]):
+            return j
+    return None
+
+
+def _with_context(message: dict[str, Any], ctx: str) -> dict[str, Any] | None:
+    """``message`` with the context block before the user's own content (after any
+    leading tool results, which must come first, and after any client-marked block);
+    ``None`` when it is already there."""
+    block = {"type": "text", "text": ctx}
+    content = message["content"]
+    if isinstance(content, str):
+        return {
+            **message,
+            "content": [block, {"type": "text", "text": content}] if content else [block],
+        }
+    if any(
+        isinstance(b, dict) and b.get("type") == "text" and b.get("text") == ctx for b in content
+    ):
+        return None
+    at = 0
+    while (
+        at < len(content)
+        and isinstance(content[at], dict)
+        and content[at].get("type") == "tool_result"
+    ):
+        at += 1
+    for j, b in enumerate(content):
+        if isinstance(b, dict) and "cache_control" in b:
+            at = max(at, j + 1)
+    return {**message, "content": [*content[:at], block, *content[at:]]}
+
+
+def _with_marker(message: dict[str, Any], j: int, ttl: Ttl) -> dict[str, Any]:
+    content = message["content"]
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+    blocks[j] = {**blocks[j], "cache_control": marker_json(ttl)}
+    return {**message, "content": blocks}
+
+
+def _tool_name(tool: Any) -> str:
+    name = tool.get("name") if isinstance(tool, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+@dataclass(slots=True)
+class _Layout:
+    """Token counts along the prefix: tools -> system pieces -> messages."""
+
+    tools: list[Any]
+    tool_tok: list[int]
+    pieces: list[Piece]
+    piece_tok: list[int]
+    cum_msg: list[int]
+    """``cum_msg[i]``: tokens before ``messages[i]`` (tools and system included)."""
+
+    @property
+    def tools_total(self) -> int:
+        return sum(self.tool_tok)
+
+    def through_piece(self, i: int) -> int:
+        return self.tools_total + sum(self.piece_tok[: i + 1])
+
+
+def _client_markers(body: dict[str, Any], lay: _Layout, messages: list[Any]) -> list[Marker]:
+    """Markers the client placed (a top-level automatic one included)."""
+    found: list[Marker] = []
+    for i, t in enumerate(lay.tools):
+        if isinstance(t, dict) and "cache_control" in t:
+            prefix = sum(lay.tool_tok[: i + 1])
+            ttl = ttl_of(t["cache_control"])
+            found.append(Marker((0, i, 0), ttl, "tools", f"tools[{i}]", prefix, "client"))
+    system = body.get("system")
+    if isinstance(system, list):
+        for i, p in enumerate(lay.pieces):
+            if p.source is not None and "cache_control" in system[p.source]:
+                ttl = ttl_of(system[p.source]["cache_control"])
+                prefix = lay.through_piece(i)
+                found.append(Marker((1, i, 0), ttl, "system", f"system[{i}]", prefix, "client"))
+    for i, m in enumerate(messages):
+        if not isinstance(m["content"], list):
+            continue
+        for j, b in enumerate(m["content"]):
+            if isinstance(b, dict) and "cache_control" in b:
+                prefix = lay.cum_msg[i] + estimate_json(m["content"][: j + 1])
+                path = f"messages[{i}].content[{j}]"
+                ttl = ttl_of(b["cache_control"])
+                found.append(Marker((2, i, j), ttl, "client", path, prefix, "client"))
+    if isinstance(body.get("cache_control"), dict):
+        ttl = ttl_of(body["cache_control"])
+        found.append(
+            Marker(AUTOMATIC_POS, ttl, "automatic", "cache_control", lay.cum_msg[-1], "client")
+        )
+    return found
+
+
+def _candidates(
+    policy: PolicySpec | None,
+    lay: _Layout,
+    static_count: int,
+    piece_ttl: list[Ttl],
+    messages: list[Any],
+    k: int | None,
+    notes: list[str],
+) -> list[Marker]:
+    """Where we would like markers, most valuable first: static system end, history,
+    tools, and the end of the 1h static blocks when later ones are 5m."""
+    bp = policy.breakpoints if policy is not None else None
+    out: list[Marker] = []
+    if static_count and (bp is None or bp.system):
+        i = static_count - 1
+        out.append(
+            Marker(
+                (1, i, 0), piece_ttl[i], "system", f"system[{i}]", lay.through_piece(i), "planner"
+            )
+        )
+    if k is not None and k >= 1 and (bp is None or bp.history):
+        j = _last_cacheable(messages[k - 1])
+        if j is None:
+            notes.append(f"history: messages[{k - 1}] has no block that can carry a marker")
+        else:
+            content = messages[k - 1]["content"]
+            after = 0 if isinstance(content, str) else estimate_json(content[j + 1 :])
+            path = f"messages[{k - 1}].content[{j}]"
+            prefix = lay.cum_msg[k] - after
+            out.append(Marker((2, k - 1, j), "5m", "history", path, prefix, "planner"))
+    if lay.tools and bp is not None and bp.tools:
+        tools_ttl: Ttl = "1h" if "1h" in piece_ttl else "5m"
+        n = len(lay.tools) - 1
+        out.append(Marker((0, n, 0), tools_ttl, "tools", f"tools[{n}]", lay.tools_total, "planner"))
+    if piece_ttl and piece_ttl[-1] == "5m" and "1h" in piece_ttl:
+        i = max(x for x, t in enumerate(piece_ttl) if t == "1h")
+        out.append(
+            Marker((1, i, 0), "1h", "system", f"system[{i}]", lay.through_piece(i), "planner")
+        )
+    return out
+
+
+def _history_read(
+    markers: list[Marker], lay: _Layout, out_msgs: list[Any], prev: int, minimum: int
+) -> bool:
+    """Whether the entry the previous turn wrote at the end of ``messages[prev - 1]`` is
+    reachable from a marker of this request (at it, or within the 20-block lookback)."""
+    if prev < 1 or lay.cum_msg[prev] < minimum:
+        return False
+    reach = [m for m in markers if m.pos[0] == 3 or (m.pos[0] == 2 and m.pos[1] >= prev - 1)]
+    if not reach:
+        return False
+    first = reach[0]
+    mi, mb = first.pos[1], first.pos[2]
+    if first.pos[0] == 3:
+        mi = len(out_msgs) - 1
+        mb = _nblocks(out_msgs[mi]) - 1
+    if mi == prev - 1:
+        return mb == _nblocks(out_msgs[mi]) - 1
+    steps = mb + 1 + sum(_nblocks(out_msgs[x]) for x in range(prev, mi))
+    return steps <= LOOKBACK_BLOCKS
+
+
+def _tools(policy: PolicySpec | None, tools: list[Any], notes: list[str]) -> tuple[list[Any], bool]:
+    if policy is None or not policy.canonical_tool_order or len(tools) < 2:
+        return tools, False
+    if any(isinstance(t, dict) and "cache_control" in t for t in tools):
+        notes.append("tools carry client markers: order kept")
+        return tools, False
+    ordered = sorted(tools, key=_tool_name)
+    if all(a is b for a, b in zip(ordered, tools, strict=True)):
+        return tools, False
+    notes.append("tools sorted by name")
+    return ordered, True
+
+
+def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, list[tuple[str, str]]]:
+    """Plan one ``/v1/messages`` body; also return the static snapshot (label, text)."""
+    policy = env.policy
+    notes: list[str] = []
+    messages = _check_messages(body.get("messages"))
+    tools_in = body.get("tools")
+    if tools_in is not None and not isinstance(tools_in, list):
+        raise PlanError("tools: expected a list")
+    tools, tools_changed = _tools(policy, tools_in or [], notes)
+
+    system = body.get("system")
+    sp = plan_system(_system_sources(system), policy, env.detector, label="system")
+    ctx = render_context(context_items(sp.relocated, env))
+    k = newest_user(messages)
+    if ctx and k is None:
+        sp.pieces.append(Piece(ctx))
+        sp.changed = True
+        notes.append("no user message: context appended to the system prompt")
+
+    tinfo = tools_info(tools)
+    td, tools_json = tinfo.digest, tinfo.text
+    piece_tok = [estimate_text(p.text) for p in sp.pieces]
+    tool_tok = list(tinfo.tokens)
+    cum_msg = [sum(tool_tok) + sum(piece_tok)]
+    total = cum_msg[0]
+    for m in messages:
+        content = m["content"]
+        total += estimate_text(content) if type(content) is str else estimate_json(content)
+        cum_msg.append(total)
+    lay = _Layout(tools, tool_tok, sp.pieces, piece_tok, cum_msg)
+
+    statics = sp.pieces[: sp.static_count]
+    digests = [sha256_text(p.text) for p in statics]
+    static_hash = chain(td, *digests) if (td or digests) else None
+    kept = [p.text for p in sp.pieces[sp.static_count :]]
+    snapshot = ([("tools", tools_json)] if tools else []) + [
+        (p.static or f"system[{i}]", p.text) for i, p in enumerate(statics)
+    ]
+    piece_ttl: list[Ttl] = []
+    for i, p in enumerate(statics):
+        want = policy.block(p.static).ttl if policy is not None and p.static else "5m"
+        piece_ttl.append(env.auto_ttl(chain(td, *digests[: i + 1])) if want == "auto" else want)
+
+    existing = _client_markers(body, lay, messages)
+    if policy is None and existing:
+        notes.append("client placed cache markers: none added")
+        candidates: list[Marker] = []
+    else:
+        candidates = _candidates(policy, lay, sp.static_count, piece_ttl, messages, k, notes)
+    placed = place(existing, candidates, min_tokens=env.min_tokens, notes=notes)
+
+    out = dict(body)
+    changed = False
+    sys_marks = {m.pos[1]: m.ttl for m in placed if m.pos[0] == 1}
+    if (sp.changed or sys_marks) and isinstance(system, str) and not sys_marks:
+        # A string needs no conversion when no marker goes on it; app text is stripped
+        # so that planning the result again finds it identical.
+        joined = "\n\n".join(p.text if p.static else p.text.strip() for p in sp.pieces)
+        if joined != system:
+            if joined:
+                out["system"] = joined
+            else:
+                out.pop("system", None)
+            changed = True
+    elif sp.changed or sys_marks:
+        blocks: list[dict[str, Any]] = []
+        for i, p in enumerate(sp.pieces):
+            blk = (
+                system[p.source]
+                if p.source is not None and isinstance(system, list)
+                else {"type": "text", "text": p.text}
+            )
+            if i in sys_marks:
+                blk = {**blk, "cache_control": marker_json(sys_marks[i])}
+            blocks.append(blk)
+        if blocks:
+            out["system"] = blocks
+        else:
+            out.pop("system", None)
+        changed = True
+    tool_marks = [m for m in placed if m.pos[0] == 0]
+    if tools_changed or tool_marks:
+        new_tools = list(tools)
+        for m in tool_marks:
+            new_tools[m.pos[1]] = {**new_tools[m.pos[1]], "cache_control": marker_json(m.ttl)}
+        out["tools"] = new_tools
+        changed = True
+    out_msgs = messages
+    msg_marks = [m for m in placed if m.pos[0] == 2]
+    with_ctx = _with_context(messages[k], ctx) if ctx and k is not None else None
+    if msg_marks or with_ctx is not None:
+        out_msgs = list(messages)
+        for m in msg_marks:
+            out_msgs[m.pos[1]] = _with_marker(out_msgs[m.pos[1]], m.pos[2], m.ttl)
+        if with_ctx is not None and k is not None:
+            out_msgs[k] = with_ctx
+        out["messages"] = out_msgs
+        changed = True
+
+    markers = sorted([*existing, *placed], key=lambda m: m.pos)
+    minimum = env.min_tokens
+    static_expected = max(
+        (m.prefix_tokens for m in markers if m.pos[0] <= 1 and m.prefix_tokens >= minimum),
+        default=0,
+    )
+    expected = static_expected
+    write_fp = read_fp = None
+    if k is not None and k >= 1 and any(m.pos[0] >= 2 for m in markers):
+        write_fp = history_fp(static_hash, messages, k - 1, kept=kept)
+    prev = newest_user(messages, before=k) if k is not None else None
+    if prev is not None and _history_read(markers, lay, out_msgs, prev, minimum):
+        expected = max(expected, cum_msg[prev])
+        read_fp = history_fp(static_hash, messages, prev - 1, kept=kept)
+    static_ttl: Ttl = "1h" if any(m.ttl == "1h" for m in markers if m.pos[0] <= 1) else "5m"
+    diag = Diagnostics(
+        provider="anthropic",
+        planned_at=now,
+        min_cacheable_tokens=minimum,
+        static_fp=static_hash,
+        static_ttl_seconds=TTL_SECONDS[static_ttl],
+        static_expected_tokens=static_expected,
+        history_read_fp=read_fp,
+        history_write_fp=write_fp,
+        has_markers=bool(markers),
+    )
+    model = body.get("model")
+    plan = Plan(
+        body=out if changed else body,
+        changed=changed,
+        breakpoints=[m.breakpoint() for m in markers],
+        relocations=sp.relocations,
+        volatile_found=sp.volatile_found,
+        static_hash=static_hash,
+        static_tokens=lay.tools_total + sum(piece_tok[: sp.static_count]),
+        expected_cached_tokens=expected,
+        model=model if isinstance(model, str) else None,
+        notes=[*sp.notes, *notes],
+        context_text=ctx or None,
+        diagnostics=diag,
+    )
+    return plan, snapshot
