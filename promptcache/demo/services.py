@@ -83,6 +83,11 @@ class Service:
                 await asyncio.sleep(0.1)
         raise ServiceError(f"{self.name} not ready after {wait_s:.0f}s: {self.tail()}")
 
+    @property
+    def pid(self) -> int | None:
+        """The running process's id (None before start and after stop)."""
+        return self._proc.pid if self._proc is not None else None
+
     def tail(self, chars: int = 1500) -> str:
         try:
             return self.log_path.read_text("utf-8", errors="replace")[-chars:]
