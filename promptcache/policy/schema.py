@@ -17,13 +17,13 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from promptcache.wire import PolicyTtl, Provider
+
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, examples=["500ms", "5m", "1h30m"])]
-Provider = Literal["anthropic", "openai", "openai-compatible"]
-Ttl = Literal["5m", "1h", "auto"]
 Role = Literal["system", "developer", "user", "assistant"]
 
 
@@ -100,7 +100,7 @@ class StaticBlock(_Model):
     mode: Literal["inject", "match"] = "inject"
     """``inject``: the sidecar puts the block first (the app no longer sends it);
     ``match``: the app sends it and ``match`` says how to recognise it."""
-    ttl: Ttl = "5m"
+    ttl: PolicyTtl = "5m"
     """Cache lifetime: ``5m``, ``1h``, or ``auto`` (chosen from observed reuse)."""
     content: str | None = None
     """Inline text of the block (``inject`` mode)."""

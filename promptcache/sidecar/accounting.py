@@ -18,12 +18,11 @@ from functools import partial
 
 from opentelemetry.trace import Span
 
-from promptcache.models import Provider
 from promptcache.policy import LoadedPolicy
-from promptcache.sidecar.errors import Family
 from promptcache.sidecar.planner import Plan
 from promptcache.sidecar.relay import Relayed
 from promptcache.sidecar.state import SidecarState
+from promptcache.wire import Family, Provider
 
 log = logging.getLogger(__name__)
 

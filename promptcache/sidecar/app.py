@@ -20,14 +20,14 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from promptcache.sidecar.config import SidecarSettings
-from promptcache.sidecar.errors import Family
 from promptcache.sidecar.metrics import Metrics
 from promptcache.sidecar.planner import Planner
 from promptcache.sidecar.policy_watch import PolicyWatch
-from promptcache.sidecar.proxy import ROUTES, llm_call, passthrough
+from promptcache.sidecar.proxy import llm_call, passthrough
 from promptcache.sidecar.state import STATE, SidecarState
 from promptcache.sidecar.tracing import CallTracer
 from promptcache.sidecar.upstream import Upstream, make_session
+from promptcache.wire import ROUTES, Family
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from promptcache.models import ModelInfo, Provider
+from promptcache.models import ModelInfo
 from promptcache.policy.schema import PricingOverride
 from promptcache.pricing import cost, model_info
 from promptcache.sidecar.ledger import CallLedger
 from promptcache.usage import Usage
+from promptcache.wire import Provider
 
 _MODEL = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 NO_POLICY = "none"

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from promptcache.models import Provider
 from promptcache.policy import LoadedPolicy
 from promptcache.sidecar import jsoncodec
 from promptcache.sidecar.metrics import Metrics, model_label
-from promptcache.sidecar.planner import ContextBlock, Plan, Planner, PlanRequest, Route
+from promptcache.sidecar.planner import ContextBlock, Plan, Planner, PlanRequest
+from promptcache.wire import Provider, Route
 
 log = logging.getLogger(__name__)
 

@@ -20,20 +20,18 @@ from aiohttp import web
 from multidict import CIMultiDict
 from opentelemetry import trace
 
-from promptcache.models import Provider
 from promptcache.policy import LoadedPolicy
 from promptcache.sidecar.accounting import Call, finish, finish_soon
 from promptcache.sidecar.errors import (
     BodyTooLargeError,
     ClientTooSlowError,
     ContextSourceFailedError,
-    Family,
     SidecarError,
     error_response,
 )
 from promptcache.sidecar.headers import upstream_request_headers
 from promptcache.sidecar.metrics import NO_POLICY
-from promptcache.sidecar.planner import ContextBlock, Route
+from promptcache.sidecar.planner import ContextBlock
 from promptcache.sidecar.prepare import Prepared, parse_body, prepare, request_model
 from promptcache.sidecar.relay import (
     WHOLE_LIMIT,
@@ -45,31 +43,11 @@ from promptcache.sidecar.relay import (
 from promptcache.sidecar.sse import AnthropicTap, OpenAIChatTap, ResponsesTap, UsageTap
 from promptcache.sidecar.state import STATE, SidecarState
 from promptcache.sidecar.upstream import Body, Upstream
+from promptcache.wire import ROUTES, Route, family_of_path, family_of_route, provider_of
 
 log = logging.getLogger(__name__)
 
-ROUTES: dict[str, Route] = {
-    "/v1/messages": "messages",
-    "/v1/chat/completions": "chat",
-    "/v1/responses": "responses",
-}
 _OPERATION = "chat"  # GenAI semconv operation for all three routes
-
-
-def provider_for(route: Route, policy: LoadedPolicy | None) -> Provider:
-    if route == "messages":
-        return "anthropic"
-    if policy is not None and policy.spec.provider == "openai-compatible":
-        return "openai-compatible"
-    return "openai"
-
-
-def family_of_request(request: web.Request) -> Family:
-    """Which upstream an unproxied request belongs to."""
-    path = request.path
-    if path.startswith(("/v1/messages", "/v1/complete")) or "anthropic-version" in request.headers:
-        return "anthropic"
-    return "openai"
 
 
 async def read_body(request: web.Request, state: SidecarState) -> bytes:
@@ -135,12 +113,12 @@ async def llm_call(request: web.Request) -> web.StreamResponse:
     arrived = time.perf_counter()
     state = request.app[STATE]
     route = ROUTES[request.path]
-    family: Family = "anthropic" if route == "messages" else "openai"
+    family = family_of_route(route)
     upstream = state.upstreams.get(family)
     if upstream is None:  # shutting down: the sessions are gone
         return error_response(family, 503, "promptcache: the sidecar is shutting down")
     policy = state.policy.current
-    provider = provider_for(route, policy)
+    provider = provider_of(route, policy.spec.provider if policy else None)
     call = Call(
         arrived=arrived,
         family=family,
@@ -272,7 +250,7 @@ async def _send(
 async def passthrough(request: web.Request) -> web.StreamResponse:
     """Every other path and method: relayed untouched, without measuring."""
     state = request.app[STATE]
-    family = family_of_request(request)
+    family = family_of_path(request.path, request.headers)
     upstream = state.upstreams.get(family)
     if upstream is None:
         return error_response(family, 503, "promptcache: the sidecar is shutting down")

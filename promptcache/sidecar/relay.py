@@ -19,7 +19,6 @@ import aiohttp
 from aiohttp import web
 
 from promptcache.sidecar.errors import (
-    Family,
     UpstreamTimeoutError,
     UpstreamUnreachableError,
     sse_error_event,
@@ -27,6 +26,7 @@ from promptcache.sidecar.errors import (
 from promptcache.sidecar.headers import client_response_headers
 from promptcache.sidecar.sse import EventSplitter, UsageTap, usage_from_body
 from promptcache.usage import Usage
+from promptcache.wire import Family
 
 log = logging.getLogger(__name__)
 

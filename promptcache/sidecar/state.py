@@ -15,12 +15,12 @@ from aiohttp import web
 
 from promptcache.policy import PolicySpec
 from promptcache.sidecar.config import SidecarSettings
-from promptcache.sidecar.errors import Family
 from promptcache.sidecar.metrics import Metrics
 from promptcache.sidecar.planner import ContextBlock, Planner
 from promptcache.sidecar.policy_watch import PolicyWatch
 from promptcache.sidecar.tracing import CallTracer
 from promptcache.sidecar.upstream import Upstream
+from promptcache.wire import Family
 
 
 class ContextFetcher(Protocol):
