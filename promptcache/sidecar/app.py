@@ -19,7 +19,9 @@ from aiohttp import web
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
+from promptcache.sidecar.backlog import Backlog
 from promptcache.sidecar.config import SidecarSettings
+from promptcache.sidecar.context import ContextFetcher, ContextMetrics
 from promptcache.sidecar.metrics import Metrics
 from promptcache.sidecar.planner import Planner
 from promptcache.sidecar.policy_watch import PolicyWatch
@@ -40,10 +42,13 @@ def build_state(
     planner: Planner | None = None,
 ) -> SidecarState:
     """The shared state, before any session exists (the app's lifecycle adds them)."""
-    metrics = Metrics(registry)
+    backlog = Backlog()
+    metrics = Metrics(registry, before_collect=backlog.run)
     return SidecarState(
         settings=settings,
         metrics=metrics,
+        backlog=backlog,
+        context_metrics=ContextMetrics(registry),
         tracer=CallTracer(tracer_provider),
         policy=PolicyWatch(
             settings.policy, metrics=metrics, interval=settings.policy_poll_interval
@@ -92,33 +97,27 @@ def _lifecycle(
             yield
         finally:
             state.upstreams = {}
-            state.metrics.ledger.backlog.close()  # in-flight calls are over: count them all
+            state.backlog.close()  # in-flight calls are over: count them all
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             for session in sessions:
                 await session.close()
-            if context_session is not None:
-                await context_session.close()
+            state.context = None
+            await context_session.close()
 
     return lifecycle
 
 
 def _attach_context(
     state: SidecarState, tracer_provider: trace.TracerProvider | None
-) -> aiohttp.ClientSession | None:
-    """Plug ``sidecar.context`` into the request path (None if it is not installed)."""
-    try:
-        from promptcache.sidecar.context import ContextFetcher, ContextMetrics
-    except ImportError:
-        return None
+) -> aiohttp.ClientSession:
+    """Plug the context fetcher into the request path, on a session of its own."""
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None),
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
     )
-    if state.context_metrics is None:
-        state.context_metrics = ContextMetrics(state.metrics.registry)
     state.context = ContextFetcher(
         session=session,
         metrics=state.context_metrics,

@@ -15,6 +15,7 @@ The token hit ratio is computable from the counters::
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
@@ -50,9 +51,12 @@ def _info(provider: Provider, model: str, override: PricingOverride | None) -> M
 class Metrics:
     """All sidecar metrics, registered in one registry."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, *, before_collect: Callable[[], None] | None = None
+    ) -> None:
         self.registry = registry
         self.ledger = CallLedger(
+            before_collect=before_collect,
             latency_buckets=_LATENCY_BUCKETS,
             overhead_buckets=_OVERHEAD_BUCKETS,
             outcome_doc=(
