@@ -105,7 +105,7 @@ class Planner:
             detector=self.memo.detector(policy.volatile) if policy is not None else None,
             auto_ttl=auto_ttl,
             memo=self.memo,
-            openai_compatible=provider == "openai-compatible",
+            provider=provider,
         )
         if request.route == "messages":
             plan, snapshot = plan_messages(body, env, request.now)
