@@ -113,6 +113,9 @@ OPENAI_UPSTREAM: Final = "openai_upstream"
 MODE: Final = "mode"
 ANTHROPIC_DIAGNOSTICS: Final = "anthropic_diagnostics"
 """Setting names the webhook passes as flags (:func:`sidecar_flag` spells them)."""
+SIDECAR_SETTINGS: Final = frozenset(
+    {LISTEN, ADMIN_LISTEN, POLICY, ANTHROPIC_UPSTREAM, OPENAI_UPSTREAM, MODE, ANTHROPIC_DIAGNOSTICS}
+)
 
 Mode = Literal["observe", "apply"]
 MODES: Final[tuple[Mode, ...]] = ("observe", "apply")

@@ -19,11 +19,14 @@ PROMETHEUS_VERSION=v0.307.3   # github.com/prometheus/prometheus (Prometheus v3.
 KUBE_SCORE_VERSION=v1.20.0    # github.com/zegl/kube-score
 # -----------------------------------------------------------------------------
 
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 binaries=(promtool kube-score)
 log() { printf 'scanners: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-key="prometheus-${PROMETHEUS_VERSION}_kube-score-${KUBE_SCORE_VERSION}_$(uname -s)-$(uname -m)"
+# The key also hashes the wrapper module, so an edit of its go.mod/go.sum builds afresh.
+wrapper_hash=$(cat "$here/tools/go.mod" "$here/tools/go.sum" 2>/dev/null | sha256sum | cut -c1-10)
+key="prometheus-${PROMETHEUS_VERSION}_kube-score-${KUBE_SCORE_VERSION}_$(uname -s)-$(uname -m)_${wrapper_hash}"
 cache_root=${PROMPTCACHE_SCANNERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/promptcache/scanners}
 bin_dir="$cache_root/$key"
 stamp="$bin_dir/.build-complete"
@@ -59,22 +62,27 @@ tmp_dir=$(mktemp -d "$bin_dir/.tmp.XXXXXX")
 trap 'rm -rf "$tmp_dir"' EXIT
 start_all=$SECONDS
 
-build() {  # name, package@version, extra ldflags
+grep -Eq "github\.com/prometheus/prometheus ${PROMETHEUS_VERSION}\$" "$here/tools/go.mod" ||
+  die "hack/scanners/tools/go.mod does not require prometheus ${PROMETHEUS_VERSION}"
+grep -Eq "github\.com/zegl/kube-score ${KUBE_SCORE_VERSION}\$" "$here/tools/go.mod" ||
+  die "hack/scanners/tools/go.mod does not require kube-score ${KUBE_SCORE_VERSION}"
+
+build() {  # name, package, extra ldflags
   local name=$1 pkg=$2 ldflags=$3 t0=$SECONDS
   if [[ -x $bin_dir/$name ]]; then
     log "$name already built"
     return
   fi
   log "building $name ($pkg)"
-  (cd "$tmp_dir" && GOBIN="$tmp_dir" go install -trimpath -ldflags="-s -w $ldflags" "$pkg") ||
+  (cd "$here/tools" && go build -trimpath -ldflags="-s -w $ldflags" -o "$tmp_dir/$name" "$pkg") ||
     die "building $name failed"
   mv -f "$tmp_dir/$name" "$bin_dir/$name"
   log "built $name in $((SECONDS - t0))s"
 }
 
-build promtool "github.com/prometheus/prometheus/cmd/promtool@${PROMETHEUS_VERSION}" \
-  "-X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION}"
-build kube-score "github.com/zegl/kube-score/cmd/kube-score@${KUBE_SCORE_VERSION}" \
+build promtool github.com/prometheus/prometheus/cmd/promtool \
+  "-X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v0.}"
+build kube-score github.com/zegl/kube-score/cmd/kube-score \
   "-X main.version=${KUBE_SCORE_VERSION}"
 
 for b in "${binaries[@]}"; do

@@ -63,9 +63,9 @@ def parse_quantity(value: str) -> float:
     if m is None:
         raise ValueError(f"not a quantity: {value!r}")
     number, suffix = m.group(1), m.group(3) or ""
-    if suffix[:1] in ("e", "E"):
-        return float(number + suffix)
-    return float(number) * _SUFFIX[suffix]
+    if suffix in _SUFFIX:  # "E" and "Ei" are suffixes, "E3" / "e3" an exponent
+        return float(number) * _SUFFIX[suffix]
+    return float(number + suffix)
 
 
 def check_quantity(resource: str, value: str) -> str:

@@ -460,7 +460,7 @@ def _wire_apps(
     )
     bypass: dict[str, dict[str, str]] = {}
     for container in _containers(spec, "containers"):
-        if container.get("name") == CONTAINER_NAME:
+        if container.get("name") == CONTAINER_NAME or container.get("name") in MESH_CONTAINERS:
             continue
         env = container.get("env")
         if not isinstance(env, list):
