@@ -25,7 +25,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -46,9 +45,11 @@ OTEL_ENV_PATTERN = r"^OTEL_[A-Z0-9_]+$"
 _ENV_NAME = re.compile(OTEL_ENV_PATTERN)
 
 MAX_QUANTITY: dict[str, float] = {"cpu": 16.0, "memory": 16.0 * 2**30}
-"""The most a sidecar may ask for, per resource (16 cores, 16Gi: the sidecar needs ~0.1
-core and ~70 MB). Beyond this a value is a typo (``1Ei``, ``5000``), not a sizing choice,
-and large enough to make the pod unschedulable or the quantity arithmetic overflow."""
+"""The most a pod's ``promptcache.io/sidecar-*`` annotation may ask for (16 cores, 16Gi:
+the sidecar needs ~0.1 core and ~70 MB). Beyond this an app team's value is a typo
+(``1Ei``, ``5000``), not a sizing choice, and would make the pod unschedulable. The
+chart's own defaults are not bounded here: the values schema (generated from this
+module) could not say so, and what the schema accepts the operator must accept."""
 
 _SUFFIX = {
     "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
@@ -92,11 +93,6 @@ class Quantities(_Model):
 
     cpu: str | None = Field(default=None, pattern=QUANTITY_PATTERN)
     memory: str | None = Field(default=None, pattern=QUANTITY_PATTERN)
-
-    @field_validator("cpu", "memory")
-    @classmethod
-    def _bounded(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return None if value is None else check_quantity(str(info.field_name), value)
 
     def as_dict(self) -> dict[str, str]:
         return {k: v for k, v in (("cpu", self.cpu), ("memory", self.memory)) if v is not None}
