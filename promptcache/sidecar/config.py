@@ -14,17 +14,19 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from yarl import URL
 
+from promptcache.contract import DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, ENV_PREFIX
+
 MIB = 1024 * 1024
 
 
 class SidecarSettings(BaseSettings):
     """Configuration of one sidecar process."""
 
-    model_config = SettingsConfigDict(env_prefix="PROMPTCACHE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    listen: str = "127.0.0.1:8787"
+    listen: str = DEFAULT_LISTEN
     """``host:port`` the app's LLM calls arrive on; loopback only, the app is in the pod."""
-    admin_listen: str = "0.0.0.0:9787"
+    admin_listen: str = DEFAULT_ADMIN_LISTEN
     """``host:port`` of ``/metrics``, ``/healthz``, ``/readyz`` (scraped from outside the pod)."""
     policy: Path | None = None
     """The PromptPolicy file (YAML), reloaded when it changes; none means pass-through."""
