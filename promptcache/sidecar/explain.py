@@ -21,7 +21,7 @@ from promptcache.policy import PolicyError, PolicySpec, load_policy_file
 from promptcache.policy.schema import StaticBlock
 from promptcache.sidecar.planner import ContextBlock, Plan, Planner, PlanRequest, Route
 from promptcache.sidecar.planner.types import describe_breakpoints
-from promptcache.sidecar.planner.volatile import detector_for
+from promptcache.sidecar.planner.volatile import Detector
 from promptcache.tokens import estimate_json, estimate_text
 
 _CONTEXT_NAME = re.compile(r'^<context name="([^"]+)">$', re.MULTILINE)
@@ -113,7 +113,7 @@ def _check(path: str, model: str | None) -> None:
     info = lookup(spec.provider, model)
     minimum = spec.min_cacheable_tokens or info.min_cacheable_tokens
     _write(f"policy {name}: valid (provider {spec.provider}, mode {spec.mode})")
-    detector = detector_for(spec.volatile)
+    detector = Detector(spec.volatile)
     total = 0
     unknown = False
     if spec.static_blocks:

@@ -20,10 +20,10 @@ from promptcache.sidecar.planner.anthropic import plan_messages
 from promptcache.sidecar.planner.common import Env
 from promptcache.sidecar.planner.diagnose import diagnose, remember
 from promptcache.sidecar.planner.lru import Lru
+from promptcache.sidecar.planner.memo import Memos
 from promptcache.sidecar.planner.openai import plan_openai
 from promptcache.sidecar.planner.ttl import ReuseTracker, choose_ttl
 from promptcache.sidecar.planner.types import MissReason, Plan, PlanRequest, PrefixChange, Ttl
-from promptcache.sidecar.planner.volatile import detector_for
 from promptcache.usage import Usage
 
 logger = logging.getLogger("promptcache.planner")
@@ -71,6 +71,7 @@ class Planner:
         self._reuse = ReuseTracker(capacity)
         self._snapshots: Lru[str, _Snapshot] = Lru(min(capacity, SNAPSHOT_KEYS))
         self._served: Lru[str, float] = Lru(capacity)
+        self.memo = Memos()
 
     def plan(self, request: PlanRequest) -> Plan:
         """Plan one request; raises on input it cannot plan (the proxy then forwards it)."""
@@ -101,8 +102,9 @@ class Planner:
             context=request.context,
             info=info,
             min_tokens=minimum,
-            detector=detector_for(policy.volatile) if policy is not None else None,
+            detector=self.memo.detector(policy.volatile) if policy is not None else None,
             auto_ttl=auto_ttl,
+            memo=self.memo,
             openai_compatible=provider == "openai-compatible",
         )
         if request.route == "messages":
