@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from promptcache.sidecar.config import SidecarSettings
 from promptcache.sidecar.errors import Family
+from promptcache.sidecar.learning_metrics import LearningCollector
 from promptcache.sidecar.metrics import Metrics
 from promptcache.sidecar.planner import Planner
 from promptcache.sidecar.policy_watch import PolicyWatch
@@ -41,6 +42,9 @@ def build_state(
 ) -> SidecarState:
     """The shared state, before any session exists (the app's lifecycle adds them)."""
     metrics = Metrics(registry)
+    if planner is None:
+        planner = Planner(learning=settings.learning, observe=settings.mode == "observe")
+    registry.register(LearningCollector(planner))
     return SidecarState(
         settings=settings,
         metrics=metrics,
@@ -48,7 +52,7 @@ def build_state(
         policy=PolicyWatch(
             settings.policy, metrics=metrics, interval=settings.policy_poll_interval
         ),
-        planner=planner if planner is not None else Planner(),
+        planner=planner,
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from promptcache.models import Provider
 from promptcache.policy.schema import PolicySpec
+from promptcache.sidecar.planner.guard import GuardNote
 
 Route = Literal["messages", "chat", "responses"]
 """Anthropic ``/v1/messages``; OpenAI ``/v1/chat/completions``; OpenAI ``/v1/responses``."""
@@ -108,6 +109,10 @@ class Diagnostics:
     prefix_change: PrefixChange | None = None
     has_markers: bool = False
     """Anthropic: the sent request carries at least one cache marker."""
+    guard: GuardNote | None = None
+    """What the never-worse guard needs to judge the outcome."""
+    template: str | None = None
+    """The learned template the plan applied, if any."""
 
 
 @dataclass(slots=True)
