@@ -6,7 +6,7 @@ has native sidecars -- and hands :func:`inject` to kopf as a ``patch.fns`` trans
 kopf diffs the result into a JSONPatch. Keeping the rules here, free of I/O, lets the
 unit tests pin every one of them with plain dicts.
 
-The rules (``notes/k8s-contract.md`` is the contract with the chart):
+The rules (the chart's values and ``docs/operator.md`` follow them):
 
 * who: a pod annotated ``promptcache.io/inject: "true"``, or any pod in a namespace
   labelled ``promptcache.io/inject=enabled`` unless the pod says ``"false"``; never in an
