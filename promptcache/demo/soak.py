@@ -54,12 +54,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from promptcache.demo.app import legacy_system
 from promptcache.demo.corpus import retrieve
 from promptcache.demo.services import (
-    Service,
-    free_port,
     get_text,
-    promptcache_command,
     sidecar,
     sidecar_tokens,
+    simulator,
     simulator_tokens,
 )
 from promptcache.demo.workload import (
@@ -393,8 +391,8 @@ async def _reloader(
         for _ in range(50):  # the watcher polls once a second
             await asyncio.sleep(0.2)
             body = await _readyz(admin_url)
-            if (kind == "invalid" and body.get("policyError")) or (
-                want and body.get("policy") == want and not body.get("policyError")
+            if (kind == "invalid" and body.get("policyRejected")) or (
+                want and body.get("policy") == want and not body.get("policyRejected")
             ):
                 break
         result.reloads.append(
@@ -402,7 +400,7 @@ async def _reloader(
                 t=time.monotonic() - begin,
                 kind=kind,
                 in_force=body.get("policy"),
-                error=bool(body.get("policyError")),
+                error=bool(body.get("policyRejected")),
             )
         )
 
@@ -504,19 +502,6 @@ def check(result: SoakResult) -> list[str]:
 # -- the run ------------------------------------------------------------------------------
 
 
-def _simulator(options: SoakOptions, log_dir: Path) -> tuple[Service, str]:
-    port = free_port()
-    argv = promptcache_command(
-        "simulate",
-        "--listen", f"127.0.0.1:{port}",
-        "--time-scale", f"{options.time_scale:g}",
-        "--seed", str(options.seed),
-        "--log-level", "WARNING",
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    return Service("simulator", argv, ready_url=base + "/sim/stats", log_dir=log_dir), base
-
-
 async def _settled_metrics(admin_url: str, calls: int, wait_s: float = 10.0) -> str:
     """The sidecar's metrics once it has counted every call (counting runs off the path)."""
     text = ""
@@ -538,7 +523,12 @@ async def run_soak(options: SoakOptions) -> SoakResult:
         texts = _policies(folder)
         policy = folder / "policy.yaml"
         _write_atomically(policy, texts["A"])
-        sim, sim_url = _simulator(options, log_dir)
+        sim, sim_url = simulator(
+            time_scale=options.time_scale,
+            seed=options.seed,
+            log_dir=log_dir,
+            extra=("--log-level", "WARNING"),
+        )
         async with sim:
             proxy, proxy_url, admin_url = sidecar(
                 policy=policy, anthropic=sim_url, openai=sim_url, log_dir=log_dir
