@@ -7,7 +7,8 @@ the same, and a second request would only double a genuine app error (and raise 
 false ``upstream_rejected`` alarm).
 
 "Clearly" means the error names where the problem is, and every place it names holds
-the same value (or is missing alike) in the app's body and in the body that was sent.
+the same value in the app's body and in the body that was sent (compared at the deepest
+part of the place that either body has, so a field missing from both is the same).
 Providers name places three ways: a ``field.path: reason`` message (Anthropic), a
 ``param`` (OpenAI), and a ``loc`` list (FastAPI/pydantic servers such as vLLM, also
 inside a message string). An error that names no place may be the sidecar's doing.
@@ -106,7 +107,20 @@ def app_is_at_fault(error: bytes, original: bytes, sent: bytes) -> bool:
         mine, theirs = jsoncodec.loads(sent), jsoncodec.loads(original)
     except ValueError:
         return False
-    return all(_at(mine, p) == _at(theirs, p) for p in places)
+    return all(_same_at(mine, theirs, p) for p in places)
+
+
+def _same_at(a: object, b: object, parts: list[str | int]) -> bool:
+    """Both bodies agree at the deepest part of ``parts`` that either of them has.
+
+    ``max_tokens`` missing from both: the same. ``system.0.cache_control.ttl`` where the
+    sidecar added ``system[0]``: not the same, though ``ttl`` is missing from both.
+    """
+    for k in range(len(parts), 0, -1):
+        x, y = _at(a, parts[:k]), _at(b, parts[:k])
+        if x is not _MISSING or y is not _MISSING:
+            return x == y
+    return True
 
 
 def names_include_usage(error: bytes) -> bool:
