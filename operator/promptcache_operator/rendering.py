@@ -20,16 +20,17 @@ from typing import Any
 
 import yaml
 
+from promptcache.contract import MANAGED_BY_LABEL
+from promptcache.contract import MANAGED_BY_VALUE as MANAGED_BY_VALUE
+from promptcache.contract import POLICY_KEY as POLICY_KEY
+from promptcache.contract import POLICY_LABEL as POLICY_LABEL
+from promptcache.contract import configmap_name as configmap_name
 from promptcache.policy import PolicyError, PolicySpec, parse_policy
 from promptcache.policy.sources import SourceRef, resolve_async, source_refs
 from promptcache.tokens import estimate_text
 from promptcache_operator.crd import GROUP, KIND, MAX_NAME_LENGTH, VERSION
 
-CONFIGMAP_PREFIX = "promptcache-policy-"
-POLICY_KEY = "policy.yaml"
-MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "promptcache"
-POLICY_LABEL = "promptcache.io/policy"
+MANAGED_BY = MANAGED_BY_LABEL
 
 # Condition reasons (CamelCase, as Kubernetes conventions ask).
 RENDERED = "Rendered"
@@ -48,10 +49,6 @@ class Unresolvable(PolicyError):  # noqa: N818 - it is a reason, not a crash
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-def configmap_name(policy_name: str) -> str:
-    return CONFIGMAP_PREFIX + policy_name
 
 
 def references(spec: PolicySpec) -> set[str]:

@@ -1,5 +1,7 @@
-"""``promptcache demo``: the case study's workload, before and after, with one command.
+"""``promptcache demo``: an app's workload, before and after, with one command.
 
+Runs the app (the case study's support agent unless ``--app`` names another shape) three
+times: legacy, zero-config (the sidecar with no policy) and with its hand-written policy.
 Prints the side-by-side table, the targets check and the cross-check on stdout, the
 progress on stderr, writes the report folder and names it last. Exit status: 0 when
 every request succeeded and the components' token counts agree (with ``--check-targets``:
@@ -19,6 +21,7 @@ from promptcache.demo.llama import run_llama_cli
 from promptcache.demo.report import write
 from promptcache.demo.runner import DemoOptions, Progress, run_sim
 from promptcache.demo.services import ServiceError
+from promptcache.demo.shapes import DEFAULT, SHAPES
 from promptcache.demo.workload import WorkloadConfig, workload_from
 
 SHORT = WorkloadConfig(users=6, turns=(2, 3), think_time=(0.5, 1.5), ramp_up=1.0)
@@ -31,6 +34,13 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
     """The demo's flags."""
     del command
     parser.add_argument("--short", action="store_true", help="a few users, a few turns, fast")
+    parser.add_argument(
+        "--app",
+        choices=sorted(SHAPES),
+        default=DEFAULT,
+        help="the app shape: support (the case study's, default), agent (tools and a "
+        "tool-use loop), rag (documents in the user message), tenants (20 system prompts)",
+    )
     parser.add_argument(
         "--backend",
         choices=("sim", "llama"),
@@ -61,7 +71,7 @@ def options_from(args: argparse.Namespace) -> DemoOptions:
     if scale is None:
         scale = SHORT_TIME_SCALE if args.short else DEFAULT_TIME_SCALE
     out = args.out or Path(f"demo-report-{datetime.now():%Y%m%d-%H%M%S}")
-    return DemoOptions(workload=workload, time_scale=scale, out_dir=out)
+    return DemoOptions(workload=workload, time_scale=scale, out_dir=out, app=args.app)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     path = write(comparison, options.out_dir)
     sys.stdout.write(comparison.text() + "\n\n")
     sys.stdout.write(f"Report: {path} (plots: latency.png, cost.png in {options.out_dir})\n")
-    failed = comparison.legacy.failures + comparison.promptcache.failures
+    failed = sum(a.failures for a in comparison.arms)
     targets_ok = all(t.passed for t in comparison.targets())
     sound = failed == 0 and comparison.consistent()
     return 0 if sound and (targets_ok or not args.check_targets) else 1

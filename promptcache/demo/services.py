@@ -69,6 +69,7 @@ class Service:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("PROMPTCACHE_POLICY", None)  # the demo says which policy, or none
         self._proc = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, not awaited
             self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=env
         )
@@ -153,9 +154,11 @@ def simulator(
 
 
 def sidecar(
-    *, policy: Path, anthropic: str, openai: str, log_dir: Path
+    *, policy: Path | None, anthropic: str, openai: str, log_dir: Path
 ) -> tuple[Service, str, str]:
-    """A sidecar in front of the given upstreams; returns it, its base URL and admin URL."""
+    """A sidecar in front of the given upstreams; returns it, its base URL and admin URL.
+
+    ``policy=None`` starts it with no policy at all (the zero-config arm)."""
     port, admin = free_port(), free_port()
     argv = promptcache_command(
         "sidecar",
@@ -163,8 +166,7 @@ def sidecar(
         f"127.0.0.1:{port}",
         "--admin-listen",
         f"127.0.0.1:{admin}",
-        "--policy",
-        str(policy),
+        *(("--policy", str(policy)) if policy is not None else ()),
         "--anthropic-upstream",
         anthropic,
         "--openai-upstream",

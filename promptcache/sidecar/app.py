@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from promptcache.sidecar.backlog import Backlog
 from promptcache.sidecar.config import SidecarSettings
 from promptcache.sidecar.context import ContextFetcher, ContextMetrics
+from promptcache.sidecar.learning_metrics import LearningCollector
 from promptcache.sidecar.metrics import Metrics
 from promptcache.sidecar.planner import Planner
 from promptcache.sidecar.policy_watch import PolicyWatch
@@ -44,6 +45,9 @@ def build_state(
     """The shared state, before any session exists (the app's lifecycle adds them)."""
     backlog = Backlog()
     metrics = Metrics(registry, before_collect=backlog.run)
+    if planner is None:
+        planner = Planner(learning=settings.learning, observe=settings.mode == "observe")
+    registry.register(LearningCollector(planner))
     return SidecarState(
         settings=settings,
         metrics=metrics,
@@ -53,7 +57,7 @@ def build_state(
         policy=PolicyWatch(
             settings.policy, metrics=metrics, interval=settings.policy_poll_interval
         ),
-        planner=planner if planner is not None else Planner(),
+        planner=planner,
     )
 
 

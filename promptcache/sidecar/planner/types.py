@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from promptcache.policy.schema import PolicySpec
+from promptcache.sidecar.planner.guard import GuardNote
 from promptcache.wire import Provider, provider_of
 from promptcache.wire import Route as Route  # re-exported: the planner's contract names it
 from promptcache.wire import Ttl as Ttl
@@ -102,6 +103,10 @@ class Diagnostics:
     prefix_change: PrefixChange | None = None
     has_markers: bool = False
     """Anthropic: the sent request carries at least one cache marker."""
+    guard: GuardNote | None = None
+    """What the never-worse guard needs to judge the outcome."""
+    template: str | None = None
+    """The learned template the plan applied, if any."""
 
 
 @dataclass(slots=True)
