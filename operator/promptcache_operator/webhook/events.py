@@ -29,7 +29,8 @@ must not pile up tasks)."""
 
 
 def involved_object(pod: Mapping[str, Any], namespace: str) -> dict[str, str] | None:
-    """The pod's controller, else the pod itself when it has a name; ``None`` otherwise."""
+    """The pod's controller, else the pod (or whatever object the request was for) itself
+    when it has a name; ``None`` otherwise."""
     meta = pod.get("metadata") or {}
     for ref in meta.get("ownerReferences") or []:
         if isinstance(ref, Mapping) and ref.get("controller") and ref.get("name"):
