@@ -139,7 +139,7 @@ def test_an_error_in_the_webhook_lets_the_object_through_and_is_recorded(
     )
     event = wait_event(cp, ns, "routed", "InjectionFailed")
     assert event["type"] == "Warning"
-    assert event["involvedObject"]["kind"] == "ConfigMap"
+    assert event["involvedObject"]["kind"] == "ConfigMap", json.dumps(event)
 
 
 def test_a_pod_the_injector_cannot_read_is_allowed_unmodified(setup: InjectionSetup) -> None:
