@@ -51,18 +51,20 @@ def scanners_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def targets(kubebin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Rendered chart files (one per value set) and k8s/'s YAML files."""
+def targets(kubebin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    """What is scanned: the rendered chart (one file per value set) and k8s/'s manifests."""
     out = tmp_path_factory.mktemp("scan")
-    files: dict[str, Path] = {}
+    files: dict[str, list[Path]] = {}
     for name, values in (("defaults", []), ("all-on", ["-f", str(ALL_ON)])):
         path = out / f"chart-{name}.yaml"
         docs = render(kubebin_dir, *values)
         path.write_text("\n---\n".join(yaml.safe_dump(d) for d in docs))
-        files[f"chart {name}"] = path
-    for path in sorted(K8S.rglob("*.yaml")):
-        if path.name != "kustomization.yaml" and "crds" not in path.parts:
-            files[str(path.relative_to(REPO_ROOT))] = path
+        files[f"chart {name}"] = [path]
+    files["k8s/"] = [
+        p
+        for p in sorted(K8S.rglob("*.yaml"))
+        if p.name != "kustomization.yaml" and "crds" not in p.parts
+    ]
     return files
 
 
@@ -92,13 +94,14 @@ def _object(resource: str) -> str:
     return f"{parts[0]}/{parts[2] if len(parts) > 2 else parts[1]}"
 
 
-def test_checkov(targets: dict[str, Path], tmp_path: Path) -> None:
+def test_checkov(targets: dict[str, list[Path]], tmp_path: Path) -> None:
     if not CHECKOV.is_file():
         pytest.fail(f"{CHECKOV} missing: run `make tools`", pytrace=False)
     seen: dict[Finding, set[str]] = {}
-    for label, path in targets.items():
+    for label, paths in targets.items():
+        files = [arg for p in paths for arg in ("-f", str(p))]
         proc = subprocess.run(
-            [str(CHECKOV), "-f", str(path), "--framework", "kubernetes", "-o", "json", "--quiet"],
+            [str(CHECKOV), *files, "--framework", "kubernetes", "-o", "json", "--quiet"],
             capture_output=True,
             text=True,
             timeout=TIMEOUT,
@@ -108,20 +111,22 @@ def test_checkov(targets: dict[str, Path], tmp_path: Path) -> None:
         )
         assert proc.returncode in (0, 1), f"checkov on {label}: {proc.stderr[-2000:]}"
         reports: Any = json.loads(proc.stdout) if proc.stdout.strip() else []
-        for report in reports if isinstance(reports, list) else [reports]:
-            results = report.get("results", {}) if isinstance(report, dict) else {}
-            assert results.get("passed_checks"), f"checkov checked nothing in {label}"
+        reports = reports if isinstance(reports, list) else [reports]
+        passed = sum(r.get("summary", {}).get("passed", 0) for r in reports)
+        assert passed > 0, f"checkov checked nothing in {label}"
+        for report in reports:
+            results = report.get("results", {})
             for failed in results.get("failed_checks", []):
                 key = (failed["check_id"], _object(failed["resource"]))
                 seen.setdefault(key, set()).add(label)
     compare("checkov", seen)
 
 
-def test_kube_score(scanners_dir: Path, targets: dict[str, Path]) -> None:
+def test_kube_score(scanners_dir: Path, targets: dict[str, list[Path]]) -> None:
     seen: dict[Finding, set[str]] = {}
-    for label, path in targets.items():
+    for label, paths in targets.items():
         proc = subprocess.run(
-            [str(scanners_dir / "kube-score"), "score", "-o", "json", str(path)],
+            [str(scanners_dir / "kube-score"), "score", "-o", "json", *map(str, paths)],
             capture_output=True,
             text=True,
             timeout=TIMEOUT,
