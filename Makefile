@@ -11,7 +11,7 @@ TOOLS  := .venv-tools
 CHECKOV_VERSION := 3.3.30
 CHECKOV_STAMP := $(TOOLS)/checkov/.installed-$(CHECKOV_VERSION)
 
-.PHONY: help venv llm kubebin scanners tools lint typecheck test test-unit test-local test-cluster demo demo-real bench e2e-kind clean
+.PHONY: help venv llm kubebin scanners tools lint typecheck install-check test test-unit test-local test-cluster demo demo-real bench e2e-kind clean
 
 help:
 	@echo "make demo       run the case-study demo on the bundled simulator (no cluster, no API key)"
@@ -20,10 +20,12 @@ help:
 	@echo "make demo-real  the demo against a real llama.cpp server"
 	@echo "make e2e-kind   cluster tests on kind (needs Docker)"
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every dependency (hack/lock.sh regenerates it); the Dockerfile and
+# the wheel check install with the same file.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,demo]'
 	@touch $@
 
 venv: $(STAMP)
@@ -61,7 +63,11 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv llm kubebin tools lint typecheck
+# The wheel as a user installs it (not editable, fresh venv, demo extra): every command runs.
+install-check: venv
+	hack/install-check.sh $(BIN)/python
+
+test: venv llm kubebin tools lint typecheck install-check
 	$(BIN)/python -m pytest
 
 test-unit: venv

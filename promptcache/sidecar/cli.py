@@ -35,6 +35,10 @@ _FLAGS = {
     "policy": ("PATH", "PromptPolicy YAML file, reloaded on change (default: none)"),
     "anthropic_upstream": ("URL", "Anthropic API base (default https://api.anthropic.com)"),
     "openai_upstream": ("URL", "OpenAI(-compatible) API base (default https://api.openai.com)"),
+    "mode": (
+        "{apply,observe}",
+        "observe: learn and report, send requests unchanged (default apply)",
+    ),
 }
 
 SERVICE_NAME = "promptcache-sidecar"

@@ -9,6 +9,7 @@ SDKs wait up to 600 s for a response) so the sidecar never gives up before the a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,6 +60,13 @@ class SidecarSettings(BaseSettings):
     """Cap on an upstream's ``retry-after``, seconds; a longer ask is relayed to the app."""
     retry_backoff: float = Field(default=0.5, ge=0)
     """First backoff without ``retry-after``, seconds; doubles each attempt, full jitter."""
+
+    mode: Literal["apply", "observe"] = "apply"
+    """``observe``: learn templates and report what would change, but send every request
+    as the app sent it (byte-identical). A policy that sets its own ``mode`` wins."""
+    learning: bool = True
+    """``false``: learn no templates; without a policy the whole system prompt is the
+    static prefix (the never-worse guard still withdraws markers that do not pay)."""
 
     planner_enabled: bool = True
     """``false``: forward every body as the app sent it, without planning (a kill switch;
