@@ -11,12 +11,13 @@ TOOLS  := .venv-tools
 CHECKOV_VERSION := 3.3.30
 CHECKOV_STAMP := $(TOOLS)/checkov/.installed-$(CHECKOV_VERSION)
 
-.PHONY: help venv llm kubebin scanners tools lint typecheck install-check test test-unit test-local test-cluster demo demo-real bench e2e-kind clean
+.PHONY: help venv llm kubebin scanners tools lint typecheck install-check test test-unit test-local test-cluster demo demo-real bench soak e2e-kind clean
 
 help:
 	@echo "make demo       run the case-study demo on the bundled simulator (no cluster, no API key)"
 	@echo "make test       lint, type-check and run the whole test suite"
-	@echo "make bench      benchmarks (sidecar overhead vs direct and nginx; context prefetch)"
+	@echo "make bench      benchmarks (sidecar vs direct, nginx, LiteLLM, Portkey; context prefetch)"
+	@echo "make soak       75 streaming users, faults and policy reloads for 10 min (MINUTES=3)"
 	@echo "make demo-real  the demo against a real llama.cpp server"
 	@echo "make e2e-kind   cluster tests on kind (needs Docker)"
 
@@ -87,6 +88,10 @@ demo-real: venv llm
 
 bench: venv
 	$(BIN)/python -m bench
+
+MINUTES ?= 10
+soak: venv
+	$(BIN)/python -m promptcache.demo.soak --minutes $(MINUTES) --report docs/soak.md
 
 e2e-kind: venv
 	$(BIN)/python -m pytest tests/cluster --kind
