@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LLM_STAMP := $(VENV)/.installed-llm
 
-.PHONY: help venv llm kubebin lint typecheck install-check test test-unit test-local test-cluster demo demo-real bench e2e-kind clean
+.PHONY: help venv venv-llamaindex llm kubebin lint typecheck install-check test test-unit test-local test-clients test-cluster demo demo-real bench e2e-kind clean
 
 help:
 	@echo "make demo       run the case-study demo on the bundled simulator (no cluster, no API key)"
@@ -35,6 +35,17 @@ $(LLM_STAMP): $(STAMP)
 
 llm: $(LLM_STAMP)
 
+# LlamaIndex's Anthropic LLM needs an older anthropic SDK than the rest of the suite, so the
+# client tier (tests/clients/test_llamaindex.py) runs it from its own environment.
+LLAMA_VENV  := .venv-llamaindex
+LLAMA_STAMP := $(LLAMA_VENV)/.installed
+$(LLAMA_STAMP): tests/clients/llamaindex-requirements.txt
+	@test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/python -m pip install --quiet -r tests/clients/llamaindex-requirements.txt
+	@touch $@
+
+venv-llamaindex: $(LLAMA_STAMP)
+
 kubebin:
 	@hack/kubebin/build.sh >/dev/null
 
@@ -50,7 +61,7 @@ typecheck: venv
 install-check: venv
 	hack/install-check.sh $(BIN)/python
 
-test: venv llm kubebin lint typecheck install-check
+test: venv venv-llamaindex llm kubebin lint typecheck install-check
 	$(BIN)/python -m pytest
 
 test-unit: venv
@@ -58,6 +69,9 @@ test-unit: venv
 
 test-local: venv
 	$(BIN)/python -m pytest tests/local
+
+test-clients: venv venv-llamaindex
+	$(BIN)/python -m pytest tests/clients
 
 test-cluster: venv kubebin
 	$(BIN)/python -m pytest tests/cluster
@@ -75,4 +89,4 @@ e2e-kind: venv
 	$(BIN)/python -m pytest tests/cluster --kind
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LLAMA_VENV) build *.egg-info .mypy_cache .ruff_cache
