@@ -10,11 +10,11 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
-Provider = Literal["anthropic", "openai", "openai-compatible"]
+from promptcache.wire import Provider
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,10 @@ Nothing in the input body is mutated: changed containers are copied, one level a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from promptcache.policy.schema import PolicySpec
-from promptcache.sidecar.planner.builder import build_prefix, finish_plan, tools_list
+from promptcache.sidecar.planner.builder import LEARNED, build_prefix, finish_plan, tools_list
 from promptcache.sidecar.planner.common import LOOKBACK_BLOCKS, Env, PlanError, history_fp
 from promptcache.sidecar.planner.markers import AUTOMATIC_POS, Marker, marker_json, place, ttl_of
 from promptcache.sidecar.planner.system import Piece, Source
@@ -232,6 +232,24 @@ def _history_read(
     return steps <= LOOKBACK_BLOCKS
 
 
+def _guarded(
+    placed: list[Marker], env: Env, static_hash: str | None, notes: list[str]
+) -> list[Marker]:
+    """``placed`` without the markers the never-worse guard has withdrawn (one question
+    per track: the static prefix's markers, tools and system, are one track)."""
+    allowed: dict[str, bool] = {}
+    out: list[Marker] = []
+    for m in placed:
+        track = "history" if m.pos[0] >= 2 else "static"
+        if track not in allowed:
+            allowed[track] = env.allow(track, static_hash if track == "static" else None)
+            if not allowed[track]:
+                notes.append(f"{track}: breakpoint withdrawn (its writes were not read back)")
+        if allowed[track]:
+            out.append(m)
+    return out
+
+
 def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, list[tuple[str, str]]]:
     """Plan one ``/v1/messages`` body; also return the static snapshot (label, text)."""
     policy = env.policy
@@ -259,7 +277,9 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
     static_hash, digests, td = pre.static_hash, pre.digests, pre.tools_info.digest
     piece_ttl: list[Ttl] = []
     for i, p in enumerate(pre.statics):
-        want = policy.block(p.static).ttl if policy is not None and p.static else "5m"
+        want: Ttl | Literal["auto"] = "5m"
+        if policy is not None and p.static is not None and p.static != LEARNED:
+            want = policy.block(p.static).ttl
         piece_ttl.append(
             env.auto_ttl(env.memo.chain(td, *digests[: i + 1])) if want == "auto" else want
         )
@@ -270,7 +290,9 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
         candidates: list[Marker] = []
     else:
         candidates = _candidates(policy, lay, sp.static_count, piece_ttl, messages, k, notes)
-    placed = place(existing, candidates, min_tokens=env.min_tokens, notes=notes)
+    placed = _guarded(
+        place(existing, candidates, min_tokens=env.min_tokens, notes=notes), env, static_hash, notes
+    )
 
     out = dict(body)
     changed = False

@@ -20,7 +20,7 @@ from promptcache.sidecar.planner.common import Env, PlanError, context_items, re
 from promptcache.sidecar.planner.memo import ToolsInfo
 from promptcache.sidecar.planner.system import Piece, Source, SystemPlan, plan_system
 from promptcache.sidecar.planner.turns import newest_user
-from promptcache.sidecar.planner.types import Breakpoint, Diagnostics, Plan
+from promptcache.sidecar.planner.types import Breakpoint, Diagnostics, Plan, Relocation
 from promptcache.tokens import estimate_text
 
 
@@ -118,8 +118,12 @@ def build_prefix(
     into the system prompt.
     """
     notes: list[str] = []
+    memo = env.memo
     tools, tools_changed = order_tools(env, tools_in, notes)
-    sp = plan_system(sources, env.policy, env.detector, env.memo, label=label, frozen=frozen)
+    tinfo = memo.tools_info(tools)
+    sp = plan_system(sources, env.policy, env.detector, memo, label=label, frozen=frozen)
+    if env.learn is not None and not sp.static_names and not frozen:
+        sp = _learn(env, sp, sources, tinfo.digest, label)
     ctx = render_context(context_items(sp.relocated, env))
     k = newest_user(conversation)
     if ctx and k is None and not context_elsewhere:
@@ -127,8 +131,6 @@ def build_prefix(
         sp.changed = True
         notes.append("no user message: context appended to the system prompt")
 
-    memo = env.memo
-    tinfo = memo.tools_info(tools)
     piece_tokens = [estimate_text(p.text) for p in sp.pieces]
     statics = sp.pieces[: sp.static_count]
     digests = [memo.sha256(p.text) for p in statics]
@@ -151,6 +153,64 @@ def build_prefix(
         snapshot=snapshot,
         notes=notes,
     )
+
+
+LEARNED = "learned"
+"""Static-piece name of a learned template's stable text (never a policy block name:
+those are checked against the policy)."""
+RELOCATED = "request"
+"""Context name of a learned template's per-request text behind the history."""
+
+
+def _learn(env: Env, sp: SystemPlan, sources: list[Source], tools: str, label: str) -> SystemPlan:
+    """``sp`` as the learned template of its text divides it (no policy block spoke).
+
+    The learner sees the system text as planned so far (a policy's volatile patterns
+    already cut), so learning fills what the policy left. Until the template is learned
+    and with no policy, the system is no static prefix: a prompt seen once may never
+    come back, and marking it would only pay the write premium.
+    """
+    if any(s.marked for s in sources) or not sp.pieces:
+        return sp
+    text = "\n\n".join(p.text for p in sp.pieces)
+    assert env.learn is not None
+    split = env.learn(text, tools)
+    if split is None:
+        if env.policy is None:
+            sp.static_count = 0
+            sp.notes.append(f"{label}: template not learned yet: no static prefix")
+        return sp
+    env.learned = split
+    if not split.changing:
+        sp.notes.append(
+            f"learned template {split.template} ({split.samples} requests): {label} all stable"
+        )
+        return sp
+    stable = "".join(text[a:b] for a, b in split.stable).strip()
+    kept = "".join(text[a:b] for a, b in split.conversation).strip()
+    pieces = [Piece(stable, LEARNED)] if stable else []
+    if kept:
+        pieces.append(Piece(kept))
+    out = SystemPlan(
+        pieces=pieces,
+        changed=True,
+        static_count=1 if stable else 0,
+        relocated=list(sp.relocated),
+        relocations=list(sp.relocations),
+        volatile_found=sp.volatile_found,
+        notes=list(sp.notes),
+    )
+    for a, b in split.request:
+        part = text[a:b].strip()
+        if part:
+            out.relocated.append((RELOCATED, part))
+            out.relocations.append(Relocation(LEARNED, label, a, b - a))
+    out.notes.append(
+        f"learned template {split.template} ({split.samples} requests): "
+        f"{len(split.stable)} stable, {len(split.conversation)} per-conversation, "
+        f"{len(split.request)} per-request spans"
+    )
+    return out
 
 
 def finish_plan(

@@ -13,9 +13,12 @@ from typing import Any
 
 from promptcache.models import ModelInfo
 from promptcache.policy.schema import PolicySpec
+from promptcache.sidecar.learner import Split
+from promptcache.sidecar.planner.guard import Guard, Source
 from promptcache.sidecar.planner.memo import Memos, dumps, identity
 from promptcache.sidecar.planner.types import ContextBlock, Ttl
 from promptcache.sidecar.planner.volatile import Detector
+from promptcache.wire import Provider
 
 LOOKBACK_BLOCKS = 20
 """Anthropic checks a breakpoint, then walks back this many blocks for an earlier entry."""
@@ -39,11 +42,49 @@ class Env:
     """Resolve ``ttl: auto`` for the static prefix with this fingerprint (records a use)."""
     memo: Memos
     """The planner's memo tables."""
-    openai_compatible: bool = False
+    provider: Provider = "anthropic"
+    """Who serves the request (``wire.provider_of`` of the route and the policy)."""
+    learn: Callable[[str, str], Split | None] | None = None
+    """The learner, given the system text and the tools digest; ``None``: learning off."""
+    learned: Split | None = None
+    """Set by the builder when a learned template applies to this request."""
+    guard: Guard | None = None
+    base_key: str = "none"
+    """Identity of the static prefix for diagnostics and the guard, before learning."""
+    now: float = 0.0
+    observe: bool = False
+    """Observe mode: ask the guard without changing its account."""
 
     @property
     def key(self) -> str:
         return self.policy_name or "none"
+
+    @property
+    def plan_key(self) -> str:
+        """``base_key``, with the learned template's id when one applies."""
+        if self.learned is None:
+            return self.base_key
+        return f"{self.base_key}|learned:{self.learned.template}"
+
+    @property
+    def source(self) -> Source:
+        if self.learned is not None:
+            return "learned"
+        return "policy" if self.policy is not None else "default"
+
+    def allow(self, tier: str, fp: str | None) -> bool:
+        """Whether the never-worse guard lets the planner place a ``tier`` marker."""
+        if self.guard is None:
+            return True
+        return self.guard.allow(
+            self.plan_key,
+            tier,
+            fp,
+            policy=self.policy_name,
+            source=self.source,
+            now=self.now,
+            dry=self.observe,
+        )
 
 
 def render_context(items: Sequence[tuple[str, str]]) -> str:
