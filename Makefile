@@ -11,7 +11,7 @@ TOOLS  := .venv-tools
 CHECKOV_VERSION := 3.3.30
 CHECKOV_STAMP := $(TOOLS)/checkov/.installed-$(CHECKOV_VERSION)
 
-.PHONY: help venv llm kubebin scanners tools lint typecheck install-check test test-unit test-local test-cluster demo demo-real bench soak e2e-kind clean
+.PHONY: help venv venv-llamaindex llm kubebin scanners tools lint typecheck install-check test test-unit test-local test-clients test-cluster demo demo-real bench soak e2e-kind clean
 
 help:
 	@echo "make demo       run the case-study demo on the bundled simulator (no cluster, no API key)"
@@ -39,6 +39,17 @@ $(LLM_STAMP): $(STAMP)
 	@touch $@
 
 llm: $(LLM_STAMP)
+
+# LlamaIndex's Anthropic LLM needs an older anthropic SDK than the rest of the suite, so the
+# client tier (tests/clients/test_llamaindex.py) runs it from its own environment.
+LLAMA_VENV  := .venv-llamaindex
+LLAMA_STAMP := $(LLAMA_VENV)/.installed
+$(LLAMA_STAMP): tests/clients/llamaindex-requirements.txt
+	@test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/python -m pip install --quiet -r tests/clients/llamaindex-requirements.txt
+	@touch $@
+
+venv-llamaindex: $(LLAMA_STAMP)
 
 kubebin:
 	@hack/kubebin/build.sh >/dev/null
@@ -68,7 +79,7 @@ typecheck: venv
 install-check: venv
 	hack/install-check.sh $(BIN)/python
 
-test: venv llm kubebin tools lint typecheck install-check
+test: venv venv-llamaindex llm kubebin tools lint typecheck install-check
 	$(BIN)/python -m pytest
 
 test-unit: venv
@@ -76,6 +87,9 @@ test-unit: venv
 
 test-local: venv
 	$(BIN)/python -m pytest tests/local
+
+test-clients: venv venv-llamaindex
+	$(BIN)/python -m pytest tests/clients
 
 test-cluster: venv kubebin tools
 	$(BIN)/python -m pytest tests/cluster
@@ -97,4 +111,8 @@ e2e-kind: venv
 	$(BIN)/python -m pytest tests/cluster --kind
 
 clean:
+<<<<<<< HEAD
 	rm -rf $(VENV) $(TOOLS) build *.egg-info .mypy_cache .ruff_cache
+=======
+	rm -rf $(VENV) $(LLAMA_VENV) build *.egg-info .mypy_cache .ruff_cache
+>>>>>>> providers
