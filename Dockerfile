@@ -15,13 +15,13 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY promptcache ./promptcache
 COPY operator ./operator
 # The project's wheel plus a wheel of every dependency. All of them publish manylinux
 # wheels for CPython 3.11; if one ever did not, this step fails here (there is no
 # compiler in the slim image) instead of shipping a build toolchain.
-RUN pip wheel --wheel-dir /wheels --only-binary=:all: --no-binary=promptcache . \
+RUN pip wheel --wheel-dir /wheels --only-binary=:all: --no-binary=promptcache -c constraints.txt . \
  && ls /wheels/promptcache-*.whl
 
 FROM ${PYTHON_IMAGE}

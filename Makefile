@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LLM_STAMP := $(VENV)/.installed-llm
 
-.PHONY: help venv llm kubebin lint typecheck test test-unit test-local test-cluster demo demo-real bench e2e-kind clean
+.PHONY: help venv llm kubebin lint typecheck install-check test test-unit test-local test-cluster demo demo-real bench e2e-kind clean
 
 help:
 	@echo "make demo       run the case-study demo on the bundled simulator (no cluster, no API key)"
@@ -16,10 +16,12 @@ help:
 	@echo "make demo-real  the demo against a real llama.cpp server"
 	@echo "make e2e-kind   cluster tests on kind (needs Docker)"
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every dependency (hack/lock.sh regenerates it); the Dockerfile and
+# the wheel check install with the same file.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,demo]'
 	@touch $@
 
 venv: $(STAMP)
@@ -44,7 +46,11 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv llm kubebin lint typecheck
+# The wheel as a user installs it (not editable, fresh venv, demo extra): every command runs.
+install-check: venv
+	hack/install-check.sh $(BIN)/python
+
+test: venv llm kubebin lint typecheck install-check
 	$(BIN)/python -m pytest
 
 test-unit: venv

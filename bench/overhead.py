@@ -33,6 +33,7 @@ import aiohttp
 
 from bench import nginx, wrk
 from bench.payload import request_body
+from promptcache.demo.services import free_port, free_ports
 
 CONCURRENCY = 75
 TTFB_REQUESTS = 400
@@ -89,19 +90,6 @@ def own_time(admin_url: str) -> OwnTime | None:
         return None
     p99 = next(le for le, n in sorted(buckets) if n >= 0.99 * count)
     return OwnTime(mean=total / count, p99_at_most=p99, calls=int(count))
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (held open together while chosen)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

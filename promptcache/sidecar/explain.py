@@ -19,10 +19,11 @@ from typing import Any
 from promptcache.models import lookup
 from promptcache.policy import PolicyError, PolicySpec, load_policy_file
 from promptcache.policy.schema import StaticBlock
-from promptcache.sidecar.planner import ContextBlock, Plan, Planner, PlanRequest, Route
+from promptcache.sidecar.planner import ContextBlock, Plan, Planner, PlanRequest
 from promptcache.sidecar.planner.types import describe_breakpoints
-from promptcache.sidecar.planner.volatile import detector_for
+from promptcache.sidecar.planner.volatile import Detector
 from promptcache.tokens import estimate_json, estimate_text
+from promptcache.wire import ROUTES, Route
 
 _CONTEXT_NAME = re.compile(r'^<context name="([^"]+)">$', re.MULTILINE)
 PREVIEW = 60
@@ -113,7 +114,7 @@ def _check(path: str, model: str | None) -> None:
     info = lookup(spec.provider, model)
     minimum = spec.min_cacheable_tokens or info.min_cacheable_tokens
     _write(f"policy {name}: valid (provider {spec.provider}, mode {spec.mode})")
-    detector = detector_for(spec.volatile)
+    detector = Detector(spec.volatile)
     total = 0
     unknown = False
     if spec.static_blocks:
@@ -186,8 +187,9 @@ def _load_request(path: str) -> dict[str, Any]:
 
 
 def _route(body: dict[str, Any], spec: PolicySpec | None, chosen: str | None) -> Route:
-    if chosen in ("messages", "chat", "responses"):
-        return chosen  # type: ignore[return-value]
+    for route in ROUTES.values():
+        if chosen == route:
+            return route
     if "input" in body or "instructions" in body:
         return "responses"
     if spec is not None:

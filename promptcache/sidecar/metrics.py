@@ -15,15 +15,17 @@ The token hit ratio is computable from the counters::
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from promptcache.models import ModelInfo, Provider
+from promptcache.models import ModelInfo
 from promptcache.policy.schema import PricingOverride
 from promptcache.pricing import cost, model_info
 from promptcache.sidecar.ledger import CallLedger
 from promptcache.usage import Usage
+from promptcache.wire import Provider
 
 _MODEL = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 NO_POLICY = "none"
@@ -49,9 +51,12 @@ def _info(provider: Provider, model: str, override: PricingOverride | None) -> M
 class Metrics:
     """All sidecar metrics, registered in one registry."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, *, before_collect: Callable[[], None] | None = None
+    ) -> None:
         self.registry = registry
         self.ledger = CallLedger(
+            before_collect=before_collect,
             latency_buckets=_LATENCY_BUCKETS,
             overhead_buckets=_OVERHEAD_BUCKETS,
             outcome_doc=(

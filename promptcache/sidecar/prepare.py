@@ -15,18 +15,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from promptcache.models import Provider
 from promptcache.policy import LoadedPolicy
 from promptcache.sidecar import jsoncodec
 from promptcache.sidecar.metrics import Metrics, model_label
-from promptcache.sidecar.planner import ContextBlock, Plan, Planner, PlanRequest, Route
+from promptcache.sidecar.planner import ContextBlock, Plan, Planner, PlanRequest
+from promptcache.wire import Provider, Route
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Prepared:
-    """What goes upstream for one call, and what the planner decided."""
+    """What goes upstream for one call, and what the planner decided (the plan stage)."""
 
     body: bytes
     plan: Plan | None
@@ -35,6 +35,15 @@ class Prepared:
     """The sidecar added ``stream_options.include_usage``; its chunk must be removed."""
     original: bytes
     """The app's bytes, for a fail-open resend."""
+
+    @property
+    def changed(self) -> bool:
+        """The bytes going upstream are not the app's (planned, or fields added)."""
+        return self.body is not self.original
+
+    def unchanged(self) -> Prepared:
+        """The same call with the app's own bytes (the fail-open resend)."""
+        return Prepared(self.original, self.plan, self.stream, False, self.original)
 
 
 def parse_body(

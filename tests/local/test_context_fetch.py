@@ -338,7 +338,9 @@ async def test_logs_carry_no_values_or_text(
         await fetcher.fetch(
             policy_name="p", policy=spec, headers=NO_HEADERS, body={"user": "secret-user-value"}
         )
-    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("promptcache.sidecar"))
+    ours = "\n".join(
+        r.getMessage() for r in caplog.records if r.name.startswith("promptcache.sidecar")
+    )
     assert "failed: status" in ours
     assert "failed: unreachable" in ours
     assert "secret-user-value" not in ours

@@ -62,7 +62,7 @@ async def call(
     return patch, warnings
 
 
-async def test_namespace_label_opts_in_and_is_looked_up_only_when_needed() -> None:
+async def test_namespace_label_opts_in_and_is_looked_up_outside_excluded_namespaces() -> None:
     namespaces = FakeNamespaces({"apps": {"promptcache.io/inject": "enabled"}})
     memo = memo_with(namespaces)
     patch, _ = await call(pod({}), memo)
@@ -70,19 +70,26 @@ async def test_namespace_label_opts_in_and_is_looked_up_only_when_needed() -> No
     assert patch.as_json_patch()
     assert namespaces.asked == ["apps"]
 
-    patch, _ = await call(pod({"promptcache.io/inject": "true"}), memo)
     patch, _ = await call(pod({"promptcache.io/inject": "false"}), memo)
     assert not patch
     patch, _ = await call(pod({}), memo, namespace="kube-system")
     assert not patch
-    assert namespaces.asked == ["apps"]  # explicit answers and excluded namespaces need no lookup
+    assert namespaces.asked == ["apps", "apps"]  # excluded namespaces need no lookup
+
+
+async def test_a_namespace_labelled_disabled_is_never_injected() -> None:
+    namespaces = FakeNamespaces({"apps": {"promptcache.io/inject": "disabled"}})
+    patch, _ = await call(pod({"promptcache.io/inject": "true"}), memo_with(namespaces))
+    assert not patch
 
 
 async def test_warnings_reach_the_admission_response_once() -> None:
     memo = memo_with(FakeNamespaces({}))
     annotations = {"promptcache.io/inject": "true", "promptcache.io/sidecar-cpu": "many"}
     patch, warnings = await call(pod(annotations), memo)
-    assert warnings == ["promptcache: ignored promptcache.io/sidecar-cpu='many': not a quantity"]
+    assert warnings == [
+        "promptcache: ignored promptcache.io/sidecar-cpu='many': not a quantity: 'many'"
+    ]
     patch.as_json_patch()
     patch.as_json_patch()
     assert len(warnings) == 1

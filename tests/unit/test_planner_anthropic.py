@@ -55,7 +55,7 @@ def plan(
     context: tuple[ContextBlock, ...] = (),
 ) -> Plan:
     before = copy.deepcopy(b)
-    p = (planner or Planner()).plan(
+    p = (planner or Planner(learning=False)).plan(
         PlanRequest(route="messages", body=b, policy_name="p", policy=spec, context=context)
     )
     assert b == before, "the planner mutated its input"

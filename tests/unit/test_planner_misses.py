@@ -45,7 +45,7 @@ def read(tokens: int, written: int = 100) -> Usage:
 
 
 def test_first_write_then_hit() -> None:
-    planner = Planner()
+    planner = Planner(learning=False)
     first = plan_at(planner, body(), 0.0)
     assert first.expected_cached_tokens == 1290
     assert planner.record_outcome(first, wrote(1290), 1.0) == "first_write"
@@ -54,19 +54,19 @@ def test_first_write_then_hit() -> None:
 
 
 def test_a_read_within_tokenizer_tolerance_is_a_hit() -> None:
-    planner = Planner()
+    planner = Planner(learning=False)
     p = plan_at(planner, body(), 0.0)
     assert planner.record_outcome(p, read(1000), 1.0) is None  # >= 75% of 1,290
 
 
 def test_below_minimum() -> None:
-    planner = Planner()
+    planner = Planner(learning=False)
     p = plan_at(planner, body(), 0.0)
     assert planner.record_outcome(p, Usage(uncached=1295), 1.0) == "below_minimum"
 
 
 def test_prefix_changed_logs_block_and_offset_never_text(caplog: pytest.LogCaptureFixture) -> None:
-    planner = Planner()
+    planner = Planner(learning=False)
     one = plan_at(planner, body(f"Today is Monday, the secret plan.\n{STATIC}"), 0.0)
     planner.record_outcome(one, wrote(1300), 1.0)
     two = plan_at(planner, body(f"Today is Tuesday, the secret plan.\n{STATIC}"), 10.0)
@@ -83,7 +83,7 @@ def test_prefix_changed_logs_block_and_offset_never_text(caplog: pytest.LogCaptu
 
 
 def test_prefix_changed_names_the_policy_block() -> None:
-    planner = Planner()
+    planner = Planner(learning=False)
     for i, text in enumerate((STATIC, STATIC.replace("agent", "agents", 1))):
         spec = parse_policy({"staticBlocks": [{"name": "persona", "content": text}]})
         p = plan_at(planner, body("App text."), float(i), spec)
@@ -101,7 +101,7 @@ def test_prefix_changed_names_the_policy_block() -> None:
 )
 def test_ttl_expired_or_unknown(ttl: str, gap: float, reason: str) -> None:
     spec = parse_policy({"staticBlocks": [{"name": "core", "content": STATIC, "ttl": ttl}]})
-    planner = Planner()
+    planner = Planner(learning=False)
     first = plan_at(planner, body(""), 0.0, spec)
     planner.record_outcome(first, wrote(1290), 1.0)
     again = plan_at(planner, body(""), 1.0 + gap, spec)
@@ -109,7 +109,7 @@ def test_ttl_expired_or_unknown(ttl: str, gap: float, reason: str) -> None:
 
 
 def test_simultaneous_first_requests_are_first_writes() -> None:
-    planner = Planner()
+    planner = Planner(learning=False)
     a = plan_at(planner, body(), 0.0)
     b = plan_at(planner, body(), 0.5)
     assert planner.record_outcome(a, wrote(1290), 2.0) == "first_write"
@@ -118,7 +118,7 @@ def test_simultaneous_first_requests_are_first_writes() -> None:
 
 
 def test_history_reasons() -> None:
-    planner = Planner()
+    planner = Planner(learning=False)
     # Turn 2 of a conversation at t=0 writes the history prefix (through answer 0).
     t2 = plan_at(planner, body(turns=1), 0.0)
     planner.record_outcome(t2, wrote(3000), 1.0)
@@ -136,19 +136,19 @@ def test_history_reasons() -> None:
 
 def test_observe_mode_reports_no_reason() -> None:
     spec = parse_policy({"mode": "observe"})
-    planner = Planner()
+    planner = Planner(learning=False)
     p = plan_at(planner, body(), 0.0, spec)
     assert p.expected_cached_tokens == 1290
     assert planner.record_outcome(p, Usage(uncached=1300), 1.0) is None
 
 
 def test_openai_below_minimum_and_first_write() -> None:
-    planner = Planner()
+    planner = Planner(learning=False)
     messages = [{"role": "system", "content": STATIC}, {"role": "user", "content": "hi"}]
     chat: dict[str, Any] = {"model": "gpt-4o", "messages": messages}
     p = plan_at(planner, chat, 0.0, route="chat")
     assert p.expected_cached_tokens == 1280
     # The real tokenizer counted fewer than 1,024 tokens: nothing could be cached.
     assert planner.record_outcome(p, Usage(uncached=1000), 1.0) == "below_minimum"
-    q = plan_at(Planner(), chat, 0.0, route="chat")
-    assert Planner().record_outcome(q, Usage(uncached=1300), 1.0) == "first_write"
+    q = plan_at(Planner(learning=False), chat, 0.0, route="chat")
+    assert Planner(learning=False).record_outcome(q, Usage(uncached=1300), 1.0) == "first_write"

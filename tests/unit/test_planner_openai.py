@@ -37,7 +37,7 @@ def plan(
     context: tuple[ContextBlock, ...] = (),
 ) -> Plan:
     before = copy.deepcopy(b)
-    p = Planner().plan(
+    p = Planner(learning=False).plan(
         PlanRequest(route=route, body=b, policy_name="support", policy=spec, context=context)
     )
     assert b == before, "the planner mutated its input"

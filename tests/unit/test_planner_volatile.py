@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from promptcache.policy.schema import VolatilePattern, VolatileSpec
-from promptcache.sidecar.planner.volatile import Detector, Span, cut, detector_for, relocation_units
+from promptcache.sidecar.planner.memo import Memos
+from promptcache.sidecar.planner.volatile import Detector, Span, cut, relocation_units
 
 ALL = Detector(VolatileSpec())
 
@@ -49,10 +50,12 @@ def test_overlapping_spans_keep_the_first() -> None:
     assert [s.detector for s in spans] == ["stamp"]
 
 
-def test_detector_is_compiled_once_per_spec() -> None:
+def test_detector_is_compiled_once_per_spec_and_planner() -> None:
     spec = VolatileSpec()
-    assert detector_for(spec) is detector_for(spec)
-    assert detector_for(VolatileSpec()) is not detector_for(spec)
+    memo = Memos()
+    assert memo.detector(spec) is memo.detector(spec)
+    assert memo.detector(VolatileSpec()) is not memo.detector(spec)
+    assert Memos().detector(spec) is not memo.detector(spec)
 
 
 def test_short_lines_move_whole_long_lines_only_the_span() -> None:

@@ -22,6 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from promptcache.policy.schema import MESSAGE_MAX_CHARS, ContextVariable
 from promptcache.sidecar.context.errors import SourceError
+from promptcache.sidecar.planner import turns
 
 _LITERAL_SAFE = "/:?#[]@!$&'()*+,;=%~-._"
 """Characters a URL template's literal text keeps as written (it is already a URL)."""
@@ -50,44 +51,11 @@ def field_value(body: object, path: str) -> str | None:
     return None
 
 
-_TEXT_PARTS = ("text", "input_text")
-"""Content part types whose ``text`` is what the user wrote (Anthropic, OpenAI)."""
-
-
-def _content_text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return ""
-    texts = [
-        part["text"]
-        for part in content
-        if isinstance(part, Mapping)
-        and part.get("type") in _TEXT_PARTS
-        and isinstance(part.get("text"), str)
-    ]
-    return "\n\n".join(t for t in texts if t)
-
-
 def newest_user_text(body: object) -> str | None:
     """The text of the newest user message of a Messages, Chat Completions or Responses
     body (text parts joined by blank lines; images and tool results left out), cut to
-    ``MESSAGE_MAX_CHARS``; None when there is none."""
-    if not isinstance(body, Mapping):
-        return None
-    messages = body.get("messages")
-    if messages is None:
-        messages = body.get("input")
-        if isinstance(messages, str):
-            return messages[:MESSAGE_MAX_CHARS] or None
-    if not isinstance(messages, list):
-        return None
-    for message in reversed(messages):
-        if isinstance(message, Mapping) and message.get("role") == "user":
-            text = _content_text(message.get("content"))
-            if text.strip():
-                return text[:MESSAGE_MAX_CHARS]
-    return None
+    ``MESSAGE_MAX_CHARS``; None when there is none (``planner.turns`` defines it)."""
+    return turns.newest_user_text(body, MESSAGE_MAX_CHARS)
 
 
 def resolve_variables(

@@ -14,23 +14,15 @@ Nothing in the input body is mutated: changed containers are copied, one level a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from promptcache.policy.schema import PolicySpec
-from promptcache.sidecar.planner.common import (
-    LOOKBACK_BLOCKS,
-    Env,
-    PlanError,
-    chain,
-    context_items,
-    history_fp,
-    newest_user,
-    render_context,
-    tools_info,
-)
+from promptcache.sidecar.planner.builder import LEARNED, build_prefix, finish_plan, tools_list
+from promptcache.sidecar.planner.common import LOOKBACK_BLOCKS, Env, PlanError, history_fp
 from promptcache.sidecar.planner.markers import AUTOMATIC_POS, Marker, marker_json, place, ttl_of
-from promptcache.sidecar.planner.system import Piece, Source, plan_system, sha256_text
+from promptcache.sidecar.planner.system import Piece, Source
 from promptcache.sidecar.planner.ttl import TTL_SECONDS
+from promptcache.sidecar.planner.turns import newest_user
 from promptcache.sidecar.planner.types import Diagnostics, Plan, Ttl
 from promptcache.tokens import estimate_json, estimate_text
 
@@ -124,11 +116,6 @@ def _with_marker(message: dict[str, Any], j: int, ttl: Ttl) -> dict[str, Any]:
     blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
     blocks[j] = {**blocks[j], "cache_control": marker_json(ttl)}
     return {**message, "content": blocks}
-
-
-def _tool_name(tool: Any) -> str:
-    name = tool.get("name") if isinstance(tool, dict) else None
-    return name if isinstance(name, str) else ""
 
 
 @dataclass(slots=True)
@@ -245,61 +232,57 @@ def _history_read(
     return steps <= LOOKBACK_BLOCKS
 
 
-def _tools(policy: PolicySpec | None, tools: list[Any], notes: list[str]) -> tuple[list[Any], bool]:
-    if policy is None or not policy.canonical_tool_order or len(tools) < 2:
-        return tools, False
-    if any(isinstance(t, dict) and "cache_control" in t for t in tools):
-        notes.append("tools carry client markers: order kept")
-        return tools, False
-    ordered = sorted(tools, key=_tool_name)
-    if all(a is b for a, b in zip(ordered, tools, strict=True)):
-        return tools, False
-    notes.append("tools sorted by name")
-    return ordered, True
+def _guarded(
+    placed: list[Marker], env: Env, static_hash: str | None, notes: list[str]
+) -> list[Marker]:
+    """``placed`` without the markers the never-worse guard has withdrawn (one question
+    per track: the static prefix's markers, tools and system, are one track)."""
+    allowed: dict[str, bool] = {}
+    out: list[Marker] = []
+    for m in placed:
+        track = "history" if m.pos[0] >= 2 else "static"
+        if track not in allowed:
+            allowed[track] = env.allow(track, static_hash if track == "static" else None)
+            if not allowed[track]:
+                notes.append(f"{track}: breakpoint withdrawn (its writes were not read back)")
+        if allowed[track]:
+            out.append(m)
+    return out
 
 
 def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, list[tuple[str, str]]]:
     """Plan one ``/v1/messages`` body; also return the static snapshot (label, text)."""
     policy = env.policy
-    notes: list[str] = []
     messages = _check_messages(body.get("messages"))
-    tools_in = body.get("tools")
-    if tools_in is not None and not isinstance(tools_in, list):
-        raise PlanError("tools: expected a list")
-    tools, tools_changed = _tools(policy, tools_in or [], notes)
-
+    tools_in = tools_list(body.get("tools"))
     system = body.get("system")
-    sp = plan_system(_system_sources(system), policy, env.detector, label="system")
-    ctx = render_context(context_items(sp.relocated, env))
-    k = newest_user(messages)
-    if ctx and k is None:
-        sp.pieces.append(Piece(ctx))
-        sp.changed = True
-        notes.append("no user message: context appended to the system prompt")
-
-    tinfo = tools_info(tools)
-    td, tools_json = tinfo.digest, tinfo.text
-    piece_tok = [estimate_text(p.text) for p in sp.pieces]
-    tool_tok = list(tinfo.tokens)
-    cum_msg = [sum(tool_tok) + sum(piece_tok)]
+    pre = build_prefix(
+        env,
+        tools_in=tools_in,
+        sources=_system_sources(system),
+        label="system",
+        frozen=False,
+        conversation=messages,
+    )
+    notes, sp, ctx, k, tools = pre.notes, pre.system, pre.context, pre.newest, pre.tools
+    piece_tok = pre.piece_tokens
+    cum_msg = [pre.prompt_tokens]
     total = cum_msg[0]
     for m in messages:
         content = m["content"]
         total += estimate_text(content) if type(content) is str else estimate_json(content)
         cum_msg.append(total)
-    lay = _Layout(tools, tool_tok, sp.pieces, piece_tok, cum_msg)
+    lay = _Layout(tools, list(pre.tools_info.tokens), sp.pieces, piece_tok, cum_msg)
 
-    statics = sp.pieces[: sp.static_count]
-    digests = [sha256_text(p.text) for p in statics]
-    static_hash = chain(td, *digests) if (td or digests) else None
-    kept = [p.text for p in sp.pieces[sp.static_count :]]
-    snapshot = ([("tools", tools_json)] if tools else []) + [
-        (p.static or f"system[{i}]", p.text) for i, p in enumerate(statics)
-    ]
+    static_hash, digests, td = pre.static_hash, pre.digests, pre.tools_info.digest
     piece_ttl: list[Ttl] = []
-    for i, p in enumerate(statics):
-        want = policy.block(p.static).ttl if policy is not None and p.static else "5m"
-        piece_ttl.append(env.auto_ttl(chain(td, *digests[: i + 1])) if want == "auto" else want)
+    for i, p in enumerate(pre.statics):
+        want: Ttl | Literal["auto"] = "5m"
+        if policy is not None and p.static is not None and p.static != LEARNED:
+            want = policy.block(p.static).ttl
+        piece_ttl.append(
+            env.auto_ttl(env.memo.chain(td, *digests[: i + 1])) if want == "auto" else want
+        )
 
     existing = _client_markers(body, lay, messages)
     if policy is None and existing:
@@ -307,7 +290,9 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
         candidates: list[Marker] = []
     else:
         candidates = _candidates(policy, lay, sp.static_count, piece_ttl, messages, k, notes)
-    placed = place(existing, candidates, min_tokens=env.min_tokens, notes=notes)
+    placed = _guarded(
+        place(existing, candidates, min_tokens=env.min_tokens, notes=notes), env, static_hash, notes
+    )
 
     out = dict(body)
     changed = False
@@ -339,7 +324,7 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
             out.pop("system", None)
         changed = True
     tool_marks = [m for m in placed if m.pos[0] == 0]
-    if tools_changed or tool_marks:
+    if pre.tools_changed or tool_marks:
         new_tools = list(tools)
         for m in tool_marks:
             new_tools[m.pos[1]] = {**new_tools[m.pos[1]], "cache_control": marker_json(m.ttl)}
@@ -366,11 +351,11 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
     expected = static_expected
     write_fp = read_fp = None
     if k is not None and k >= 1 and any(m.pos[0] >= 2 for m in markers):
-        write_fp = history_fp(static_hash, messages, k - 1, kept=kept)
+        write_fp = history_fp(static_hash, messages, k - 1, kept=pre.kept)
     prev = newest_user(messages, before=k) if k is not None else None
     if prev is not None and _history_read(markers, lay, out_msgs, prev, minimum):
         expected = max(expected, cum_msg[prev])
-        read_fp = history_fp(static_hash, messages, prev - 1, kept=kept)
+        read_fp = history_fp(static_hash, messages, prev - 1, kept=pre.kept)
     static_ttl: Ttl = "1h" if any(m.ttl == "1h" for m in markers if m.pos[0] <= 1) else "5m"
     diag = Diagnostics(
         provider="anthropic",
@@ -383,19 +368,12 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
         history_write_fp=write_fp,
         has_markers=bool(markers),
     )
-    model = body.get("model")
-    plan = Plan(
-        body=out if changed else body,
-        changed=changed,
-        breakpoints=[m.breakpoint() for m in markers],
-        relocations=sp.relocations,
-        volatile_found=sp.volatile_found,
-        static_hash=static_hash,
-        static_tokens=lay.tools_total + sum(piece_tok[: sp.static_count]),
-        expected_cached_tokens=expected,
-        model=model if isinstance(model, str) else None,
-        notes=[*sp.notes, *notes],
-        context_text=ctx or None,
+    return finish_plan(
+        body,
+        out,
+        changed,
+        pre,
         diagnostics=diag,
+        expected=expected,
+        breakpoints=[m.breakpoint() for m in markers],
     )
-    return plan, snapshot

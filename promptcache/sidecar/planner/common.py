@@ -1,25 +1,24 @@
 """Pieces every provider's planner shares: inputs, context rendering, fingerprints.
 
 The provider modules (``anthropic``, ``openai``) are pure functions of a request body
-and an ``Env``; the engine builds the ``Env`` from the policy and its own state.
+and an ``Env``; the engine builds the ``Env`` from the policy and its own state
+(``builder`` holds the half of planning both share).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from promptcache.models import ModelInfo
 from promptcache.policy.schema import PolicySpec
-from promptcache.sidecar.planner.lru import Lru
+from promptcache.sidecar.learner import Split
+from promptcache.sidecar.planner.guard import Guard, Source
+from promptcache.sidecar.planner.memo import Memos, dumps, identity
 from promptcache.sidecar.planner.types import ContextBlock, Ttl
 from promptcache.sidecar.planner.volatile import Detector
-from promptcache.tokens import estimate_json
+from promptcache.wire import Provider
 
 LOOKBACK_BLOCKS = 20
 """Anthropic checks a breakpoint, then walks back this many blocks for an earlier entry."""
@@ -41,11 +40,51 @@ class Env:
     detector: Detector | None
     auto_ttl: Callable[[str], Ttl]
     """Resolve ``ttl: auto`` for the static prefix with this fingerprint (records a use)."""
-    openai_compatible: bool = False
+    memo: Memos
+    """The planner's memo tables."""
+    provider: Provider = "anthropic"
+    """Who serves the request (``wire.provider_of`` of the route and the policy)."""
+    learn: Callable[[str, str], Split | None] | None = None
+    """The learner, given the system text and the tools digest; ``None``: learning off."""
+    learned: Split | None = None
+    """Set by the builder when a learned template applies to this request."""
+    guard: Guard | None = None
+    base_key: str = "none"
+    """Identity of the static prefix for diagnostics and the guard, before learning."""
+    now: float = 0.0
+    observe: bool = False
+    """Observe mode: ask the guard without changing its account."""
 
     @property
     def key(self) -> str:
         return self.policy_name or "none"
+
+    @property
+    def plan_key(self) -> str:
+        """``base_key``, with the learned template's id when one applies."""
+        if self.learned is None:
+            return self.base_key
+        return f"{self.base_key}|learned:{self.learned.template}"
+
+    @property
+    def source(self) -> Source:
+        if self.learned is not None:
+            return "learned"
+        return "policy" if self.policy is not None else "default"
+
+    def allow(self, tier: str, fp: str | None) -> bool:
+        """Whether the never-worse guard lets the planner place a ``tier`` marker."""
+        if self.guard is None:
+            return True
+        return self.guard.allow(
+            self.plan_key,
+            tier,
+            fp,
+            policy=self.policy_name,
+            source=self.source,
+            now=self.now,
+            dry=self.observe,
+        )
 
 
 def render_context(items: Sequence[tuple[str, str]]) -> str:
@@ -56,69 +95,6 @@ def render_context(items: Sequence[tuple[str, str]]) -> str:
 def context_items(relocated: Sequence[tuple[str, str]], env: Env) -> list[tuple[str, str]]:
     """Relocated system text first (it came first in the prompt), then fetched context."""
     return [*relocated, *((c.name, c.text) for c in env.context)]
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON as it would be sent (key order kept: reordering breaks cache hits)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-@dataclass(frozen=True, slots=True)
-class ToolsInfo:
-    """What planning needs of the tool definitions; the same on every request of an app."""
-
-    digest: str
-    """sha256 of ``text`` ('' when there are no tools): part of the static prefix hash."""
-    text: str
-    """The tools as compact JSON ('' when there are none), for prefix-change offsets."""
-    tokens: tuple[int, ...]
-    """``estimate_json`` of each tool definition."""
-
-
-_NO_TOOLS = ToolsInfo("", "", ())
-_TOOLS_MEMO: Lru[bytes, ToolsInfo] = Lru(32)
-TOOLS_MEMO_MAX_BYTES = 256 * 1024
-"""Tool lists whose JSON is longer than this are not memoised (memory bound: 32 x this)."""
-
-
-def tools_info(tools: Sequence[Any]) -> ToolsInfo:
-    """Digest, JSON and token counts of the tool definitions, memoised by their bytes.
-
-    An app sends the same tools on every call; serialising them with orjson (~1 us for
-    the bench's four tools) identifies them, where the JSON text, its sha256 and the
-    token walk cost ~30 us. Equal identifying bytes mean equal values, so a hit returns
-    what a recomputation would.
-    """
-    if not tools:
-        return _NO_TOOLS
-    key = _identity(tools)
-    if key is not None:
-        hit = _TOOLS_MEMO.get(key)
-        if hit is not None:
-            return hit
-    text = dumps(tools)
-    info = ToolsInfo(
-        hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
-        text,
-        tuple(estimate_json(t) for t in tools),
-    )
-    if key is not None and len(key) <= TOOLS_MEMO_MAX_BYTES:
-        _TOOLS_MEMO.put(bytes(memoryview(key)), info)  # orjson's bytes are oversized
-    return info
-
-
-_CHAINS: dict[tuple[str, ...], str] = {}
-
-
-def chain(*parts: str) -> str:
-    """A short identity for a sequence of digests (memoised: the same ones recur)."""
-    hit = _CHAINS.get(parts)
-    if hit is None:
-        hit = hashlib.sha256("\n".join(parts).encode()).hexdigest()
-        if len(_CHAINS) >= 256:
-            _CHAINS.clear()
-        _CHAINS[parts] = hit
-    return hit
 
 
 def history_fp(
@@ -141,47 +117,8 @@ def _message_hash(message: Any) -> int:
         content = message.get("content")
         if isinstance(content, str) and len(message) == 2:
             return hash((message.get("role"), content))
-    key = _identity(message)  # in-process identity only: ~20x quicker than ``dumps``
+    key = identity(message)  # in-process identity only: ~20x quicker than ``dumps``
     return hash(key if key is not None else dumps(message))
-
-
-_STRICT = (
-    orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
-"""Refuse what ``dumps`` would write differently (it writes ``str(value)`` for them)."""
-
-
-def _identity(value: Any) -> bytes | None:
-    """orjson's bytes for ``value`` when they identify it, else ``None``.
-
-    orjson writes NaN and infinities as ``null`` (the standard library's fallback parser
-    accepts them in a body), so bytes holding a ``null`` may stand for another value;
-    it refuses integers beyond 64 bits and lone surrogates.
-    """
-    try:
-        data = orjson.dumps(value, option=_STRICT)
-    except TypeError:  # orjson.JSONEncodeError is one
-        return None
-    return None if b"null" in data else data
-
-
-def role_of(message: Any) -> str | None:
-    if isinstance(message, dict):
-        role = message.get("role")
-        if isinstance(role, str):
-            return role
-    return None
-
-
-def newest_user(messages: Sequence[Any], before: int | None = None) -> int | None:
-    """Index of the last message with role ``user`` (before ``before`` if given)."""
-    end = len(messages) if before is None else before
-    for i in range(end - 1, -1, -1):
-        if role_of(messages[i]) == "user":
-            return i
-    return None
 
 
 def floor_tokens(tokens: int, minimum: int, granularity: int) -> int:

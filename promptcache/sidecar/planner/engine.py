@@ -14,16 +14,29 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import Any
 
+from promptcache.models import ModelInfo
+from promptcache.policy.schema import PolicySpec
 from promptcache.pricing import model_info
+from promptcache.sidecar.learner import Learner, Split
 from promptcache.sidecar.planner.anthropic import plan_messages
 from promptcache.sidecar.planner.common import Env
-from promptcache.sidecar.planner.diagnose import diagnose, remember
+from promptcache.sidecar.planner.diagnose import MISS_TOLERANCE, diagnose, remember
+from promptcache.sidecar.planner.guard import Guard, GuardNote
 from promptcache.sidecar.planner.lru import Lru
+from promptcache.sidecar.planner.memo import Memos, dumps, identity
 from promptcache.sidecar.planner.openai import plan_openai
-from promptcache.sidecar.planner.ttl import ReuseTracker, choose_ttl
-from promptcache.sidecar.planner.types import MissReason, Plan, PlanRequest, PrefixChange, Ttl
-from promptcache.sidecar.planner.volatile import detector_for
+from promptcache.sidecar.planner.ttl import TTL_SECONDS, ReuseTracker, choose_ttl
+from promptcache.sidecar.planner.turns import conversation_of, role_of
+from promptcache.sidecar.planner.types import (
+    Diagnostics,
+    MissReason,
+    Plan,
+    PlanRequest,
+    PrefixChange,
+    Ttl,
+)
 from promptcache.usage import Usage
 
 logger = logging.getLogger("promptcache.planner")
@@ -67,10 +80,19 @@ def first_change(old: tuple[tuple[str, str], ...], new: list[tuple[str, str]]) -
 class Planner:
     """Plans requests and explains cache misses; one per process."""
 
-    def __init__(self, *, capacity: int = 1024) -> None:
+    def __init__(
+        self, *, capacity: int = 1024, learning: bool = True, observe: bool = False
+    ) -> None:
+        """``learning``: learn prompt templates where no policy pins the system prompt
+        (``sidecar.learner``); ``observe``: plan and learn, but send requests unchanged
+        (the sidecar's ``--mode observe``; a policy that sets its own ``mode`` wins)."""
         self._reuse = ReuseTracker(capacity)
         self._snapshots: Lru[str, _Snapshot] = Lru(min(capacity, SNAPSHOT_KEYS))
         self._served: Lru[str, float] = Lru(capacity)
+        self.memo = Memos()
+        self.learner = Learner() if learning else None
+        self.guard = Guard(capacity)
+        self.observe = observe
 
     def plan(self, request: PlanRequest) -> Plan:
         """Plan one request; raises on input it cannot plan (the proxy then forwards it)."""
@@ -95,27 +117,48 @@ class Planner:
             )
             return choice.ttl
 
+        observe = _observing(policy, self.observe)
+        base_key = (
+            (request.policy_name or "policy")
+            if policy is not None
+            else f"none:{request.route}:{(model or '')[:64]}"
+        )
+        learner = self.learner
+
+        def learn(text: str, tools: str) -> Split | None:
+            assert learner is not None
+            partition = (request.route, (model or "")[:64], tools)
+            return learner.observe(partition, text, conversation_key(body))
+
         env = Env(
             policy=policy,
             policy_name=request.policy_name if policy is not None else None,
             context=request.context,
             info=info,
             min_tokens=minimum,
-            detector=detector_for(policy.volatile) if policy is not None else None,
+            detector=self.memo.detector(policy.volatile) if policy is not None else None,
             auto_ttl=auto_ttl,
-            openai_compatible=provider == "openai-compatible",
+            memo=self.memo,
+            provider=provider,
+            learn=learn if learner is not None else None,
+            guard=self.guard,
+            base_key=base_key,
+            now=request.now,
+            observe=observe,
         )
         if request.route == "messages":
             plan, snapshot = plan_messages(body, env, request.now)
         else:
             plan, snapshot = plan_openai(body, env, request.now, request.route)
         plan.notes.extend(ttl_notes)
-        plan.key = (
-            (request.policy_name or "policy")
-            if policy is not None
-            else f"none:{request.route}:{(model or '')[:64]}"
-        )
-        if policy is not None and policy.mode == "observe":
+        plan.key = env.plan_key
+        if plan.diagnostics is not None:
+            plan.diagnostics = dataclasses.replace(
+                plan.diagnostics,
+                guard=_guard_note(env, plan, info),
+                template=env.learned.template if env.learned is not None else None,
+            )
+        if observe:
             plan.body = body
             plan.changed = False
             plan.observe_only = True
@@ -150,6 +193,15 @@ class Planner:
         d = plan.diagnostics
         if d is None or plan.observe_only:
             return None
+        if d.guard is not None:
+            self._judge(d, d.guard, usage, now)
+        if d.template is not None and self.learner is not None:
+            self.learner.record(
+                d.template,
+                expected=plan.expected_cached_tokens,
+                read=usage.cache_read,
+                total_input=usage.total_input,
+            )
         reason = diagnose(d, plan.expected_cached_tokens, usage, self._served)
         remember(d, usage, self._served, now)
         if reason == "prefix_changed" and d.prefix_change is not None:
@@ -160,3 +212,72 @@ class Planner:
                 d.prefix_change.offset,
             )
         return reason
+
+    def _judge(self, d: Diagnostics, note: GuardNote, usage: Usage, now: float) -> None:
+        """Feed the guard one outcome: which tier's marker wrote or read what.
+
+        The provider reports one total per request; the static prefix is served first,
+        so a read of (about) its expected size is the static entry's, and what was
+        written or read beyond it belongs to the history marker.
+        """
+        guard = self.guard
+        guard.expire(now)
+        if not note.tiers:
+            return
+        expected = d.static_expected_tokens
+        read, written = usage.cache_read, usage.cache_write
+        static_read = expected > 0 and read >= expected * MISS_TOLERANCE
+        static_written = 0
+        if "static" in note.tiers and d.static_fp is not None:
+            if static_read:
+                guard.read(note, "static", d.static_fp, min(read, expected), now)
+            elif written:
+                static_written = min(written, expected) if expected else written
+                guard.wrote(note, "static", d.static_fp, static_written, now)
+        if "history" in note.tiers:
+            history_written = written - static_written
+            if history_written > 0 and d.history_write_fp is not None:
+                guard.wrote(note, "history", d.history_write_fp, history_written, now)
+            history_read = read - (min(read, expected) if static_read else 0)
+            if history_read > 0 and d.history_read_fp is not None:
+                guard.read(note, "history", d.history_read_fp, history_read, now)
+
+
+def _observing(policy: PolicySpec | None, sidecar_observe: bool) -> bool:
+    """Observe mode: the policy's own ``mode`` when it sets one, else the sidecar's."""
+    if policy is not None and ("mode" in policy.model_fields_set or not sidecar_observe):
+        return policy.mode == "observe"
+    return sidecar_observe
+
+
+def _guard_note(env: Env, plan: Plan, info: ModelInfo) -> GuardNote:
+    tiers = sorted(
+        {
+            "history" if b.tier in ("history", "client") else "static"
+            for b in plan.breakpoints
+            if b.placed_by == "planner"
+        }
+    )
+    one_hour = any(b.ttl == "1h" for b in plan.breakpoints if b.placed_by == "planner")
+    return GuardNote(
+        key=env.plan_key,
+        policy=env.policy_name,
+        source=env.source,
+        tiers=tuple(tiers),
+        write_multiplier=info.write_1h_multiplier if one_hour else info.write_5m_multiplier,
+        read_multiplier=info.read_multiplier,
+        ttl_seconds=TTL_SECONDS["1h" if one_hour else "5m"],
+    )
+
+
+def conversation_key(body: dict[str, Any]) -> int | None:
+    """Identity of the request's conversation: its first user message (in-process hash),
+    ``None`` when it has none."""
+    messages, string_input = conversation_of(body)
+    if string_input is not None:
+        return hash(string_input)
+    for message in messages:
+        if role_of(message) == "user":
+            key = identity(message.get("content"))
+            return hash(key if key is not None else dumps(message.get("content")))
+    return None

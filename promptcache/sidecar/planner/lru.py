@@ -34,6 +34,13 @@ class Lru(Generic[K, V]):
         while len(self._data) > self.capacity:
             self._data.popitem(last=False)
 
+    def peek(self, key: K) -> V | None:
+        """The value without making it most recently used."""
+        return self._data.get(key)
+
+    def items(self) -> list[tuple[K, V]]:
+        return list(self._data.items())
+
     def __len__(self) -> int:
         return len(self._data)
 

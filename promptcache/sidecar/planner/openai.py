@@ -12,21 +12,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from promptcache.sidecar.planner.common import (
-    Env,
-    PlanError,
-    chain,
-    context_items,
-    floor_tokens,
-    history_fp,
-    newest_user,
-    render_context,
-    role_of,
-    tools_info,
-)
-from promptcache.sidecar.planner.system import Piece, Source, plan_system, sha256_text
+from promptcache.sidecar.planner.builder import build_prefix, finish_plan, tools_list
+from promptcache.sidecar.planner.common import Env, PlanError, floor_tokens, history_fp
+from promptcache.sidecar.planner.system import Source
+from promptcache.sidecar.planner.turns import newest_user, role_of
 from promptcache.sidecar.planner.types import Diagnostics, Plan
-from promptcache.tokens import estimate_json, estimate_text
+from promptcache.tokens import estimate_json
+from promptcache.wire import is_openai_compatible
 
 SYSTEM_ROLES = ("system", "developer")
 GRANULARITY = {"openai": 128, "openai-compatible": 16}
@@ -62,24 +54,13 @@ def _prepend(message: dict[str, Any], ctx: str, part_type: str) -> dict[str, Any
     return {**message, "content": [{"type": part_type, "text": ctx}, *content]}
 
 
-def _tool_name(tool: Any) -> str:
-    if not isinstance(tool, dict):
-        return ""
-    name = tool.get("name")
-    if not isinstance(name, str):
-        fn = tool.get("function")
-        name = fn.get("name") if isinstance(fn, dict) else None
-    return name if isinstance(name, str) else ""
-
-
 def plan_openai(
     body: dict[str, Any], env: Env, now: float, route: Literal["chat", "responses"]
 ) -> tuple[Plan, list[tuple[str, str]]]:
     """Plan one Chat Completions or Responses body; also return the static snapshot."""
     policy = env.policy
-    notes: list[str] = []
     provider: Literal["openai", "openai-compatible"] = (
-        "openai-compatible" if env.openai_compatible else "openai"
+        "openai-compatible" if is_openai_compatible(env.provider) else "openai"
     )
     string_input: str | None = None
     sys_at: str | None = None
@@ -108,44 +89,25 @@ def plan_openai(
             sys_at, sys_content, conv_start = "input[0]", listing[0].get("content"), 1
     conv = listing[conv_start:]
 
-    tools_in = body.get("tools")
-    if tools_in is not None and not isinstance(tools_in, list):
-        raise PlanError("tools: expected a list")
-    tools: list[Any] = tools_in or []
-    tools_changed = False
-    if policy is not None and policy.canonical_tool_order and len(tools) > 1:
-        ordered = sorted(tools, key=_tool_name)
-        if any(a is not b for a, b in zip(ordered, tools, strict=True)):
-            tools, tools_changed = ordered, True
-            notes.append("tools sorted by name")
-
+    tools_in = tools_list(body.get("tools"))
     sources, frozen = _sources(sys_content, sys_at or "system")
     label = (
         "system" if sys_at is None else sys_at if sys_at == "instructions" else f"{sys_at}.content"
     )
-    sp = plan_system(sources, policy, env.detector, label=label, frozen=frozen)
-    ctx = render_context(context_items(sp.relocated, env))
-    k = newest_user(conv)
-    if ctx and k is None and string_input is None:
-        sp.pieces.append(Piece(ctx))
-        sp.changed = True
-        notes.append("no user message: context appended to the system prompt")
-
-    tinfo = tools_info(tools)
-    td, tools_json = tinfo.digest, tinfo.text
-    tools_total = sum(tinfo.tokens)
-    piece_tok = [estimate_text(p.text) for p in sp.pieces]
-    static_tokens = tools_total + sum(piece_tok[: sp.static_count])
-    cum = [tools_total + sum(piece_tok)]
+    pre = build_prefix(
+        env,
+        tools_in=tools_in,
+        sources=sources,
+        label=label,
+        frozen=frozen,
+        conversation=conv,
+        context_elsewhere=string_input is not None,
+    )
+    notes, sp, ctx, k, tools = pre.notes, pre.system, pre.context, pre.newest, pre.tools
+    static_hash = pre.static_hash
+    cum = [pre.prompt_tokens]
     for m in conv:
         cum.append(cum[-1] + estimate_json(m))
-    statics = sp.pieces[: sp.static_count]
-    digests = [sha256_text(p.text) for p in statics]
-    static_hash = chain(td, *digests) if (td or digests) else None
-    kept = [p.text for p in sp.pieces[sp.static_count :]]
-    snapshot = ([("tools", tools_json)] if tools else []) + [
-        (p.static or f"system[{i}]", p.text) for i, p in enumerate(statics)
-    ]
 
     out = dict(body)
     changed = False
@@ -183,7 +145,7 @@ def plan_openai(
         changed = True
     if list_changed:
         out["messages" if route == "chat" else "input"] = out_list
-    if tools_changed:
+    if pre.tools_changed:
         out["tools"] = tools
         changed = True
     if policy is not None and provider == "openai" and "prompt_cache_key" not in body:
@@ -195,17 +157,17 @@ def plan_openai(
         notes.append("prompt_cache_key set")
 
     minimum, step = env.min_tokens, GRANULARITY[provider]
-    static_expected = floor_tokens(static_tokens, minimum, step)
+    static_expected = floor_tokens(pre.static_tokens, minimum, step)
     expected = static_expected
     prev = newest_user(conv, before=k) if k is not None else None
     read_fp = write_fp = None
     if k is not None and k >= 1:
-        write_fp = history_fp(static_hash, conv, k - 1, kept=kept)
+        write_fp = history_fp(static_hash, conv, k - 1, kept=pre.kept)
     if prev is not None:
         stable = cum[prev] if ctx else cum[prev + 1]
         expected = max(expected, floor_tokens(stable, minimum, step))
         if prev >= 1:
-            read_fp = history_fp(static_hash, conv, prev - 1, kept=kept)
+            read_fp = history_fp(static_hash, conv, prev - 1, kept=pre.kept)
     diag = Diagnostics(
         provider=provider,
         planned_at=now,
@@ -216,18 +178,4 @@ def plan_openai(
         history_read_fp=read_fp,
         history_write_fp=write_fp,
     )
-    model = body.get("model")
-    plan = Plan(
-        body=out if changed else body,
-        changed=changed,
-        relocations=sp.relocations,
-        volatile_found=sp.volatile_found,
-        static_hash=static_hash,
-        static_tokens=static_tokens,
-        expected_cached_tokens=expected,
-        model=model if isinstance(model, str) else None,
-        notes=[*sp.notes, *notes],
-        context_text=ctx or None,
-        diagnostics=diag,
-    )
-    return plan, snapshot
+    return finish_plan(body, out, changed, pre, diagnostics=diag, expected=expected)

@@ -13,13 +13,11 @@ blocks whole, nothing volatile and nothing to move, and returns the sources unch
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import re
 from dataclasses import dataclass, field
 
 from promptcache.policy.schema import PolicySpec, StaticBlock
-from promptcache.sidecar.planner.lru import TextMemo
+from promptcache.sidecar.planner.memo import Memos
 from promptcache.sidecar.planner.types import Relocation
 from promptcache.sidecar.planner.volatile import Detector, Span, cut, relocation_units
 
@@ -75,18 +73,6 @@ class _Claim:
     """The text is fixed by the policy (exact, prefix, sha256, inject)."""
 
 
-_SHA_MEMO: TextMemo[str] = TextMemo(256)
-
-
-def sha256_text(text: str) -> str:
-    """Hex sha256 of ``text``, memoised (static texts repeat on every request)."""
-    hit = _SHA_MEMO.get(text)
-    if hit is None:
-        hit = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-        _SHA_MEMO.put(text, hit)
-    return hit
-
-
 def system_blocks(policy: PolicySpec) -> list[StaticBlock]:
     """Static blocks that live in the system prompt (inject, or match role system/developer
     position 0)."""
@@ -119,13 +105,10 @@ def _overlaps(claims: list[_Claim], source: int, start: int, end: int) -> bool:
     return any(c.source == source and c.start < end and start < c.end for c in claims)
 
 
-_LAST_AT: dict[int, tuple[int, int]] = {}
-"""Where each static text was found last time (by the text object's id): apps send it at
-the same place every time, so one ``startswith`` usually replaces a search."""
-
-
-def _find(sources: list[Source], claims: list[_Claim], text: str) -> tuple[int, int] | None:
-    hint = _LAST_AT.get(id(text))
+def _find(
+    sources: list[Source], claims: list[_Claim], text: str, memo: Memos
+) -> tuple[int, int] | None:
+    hint = memo.found_at(text)
     if hint is not None:
         i, pos = hint
         if (
@@ -136,9 +119,7 @@ def _find(sources: list[Source], claims: list[_Claim], text: str) -> tuple[int, 
             return hint
     at = _search(sources, claims, text)
     if at is not None:
-        if len(_LAST_AT) > 256:
-            _LAST_AT.clear()
-        _LAST_AT[id(text)] = at
+        memo.remember_found(text, at)
     return at
 
 
@@ -152,14 +133,16 @@ def _search(sources: list[Source], claims: list[_Claim], text: str) -> tuple[int
     return None
 
 
-def _claim(b: int, block: StaticBlock, sources: list[Source], claims: list[_Claim]) -> list[_Claim]:
+def _claim(
+    b: int, block: StaticBlock, sources: list[Source], claims: list[_Claim], memo: Memos
+) -> list[_Claim]:
     """Where ``block`` is in ``sources`` (empty when absent)."""
     m = block.match
     text = block.content if block.mode == "inject" else (m.exact if m is not None else None)
     if text is not None:
         if not text:
             return []
-        at = _find(sources, claims, text)
+        at = _find(sources, claims, text, memo)
         return [] if at is None else [_Claim(b, at[0], at[1], at[1] + len(text), True)]
     assert m is not None
     if m.prefix is not None:
@@ -169,19 +152,13 @@ def _claim(b: int, block: StaticBlock, sources: list[Source], claims: list[_Clai
         return []
     if m.sha256 is not None:
         for i, src in enumerate(sources):
-            if sha256_text(src.text) == m.sha256 and not _overlaps(claims, i, 0, len(src.text)):
+            if memo.sha256(src.text) == m.sha256 and not _overlaps(claims, i, 0, len(src.text)):
                 return [_Claim(b, i, 0, len(src.text), True)]
         return []
     # Role and position only: the whole message is the block, its text not fixed.
     if any(_overlaps(claims, i, 0, len(s.text)) for i, s in enumerate(sources)):
         return []
     return [_Claim(b, i, 0, len(s.text), False) for i, s in enumerate(sources) if s.text]
-
-
-@functools.lru_cache(maxsize=32)
-def _keep_regex(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One alternation of a policy's ``keepInPlace`` regexes (compiled once per policy)."""
-    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
 
 
 def _split_kept(text: str, keep: re.Pattern[str] | None) -> list[tuple[bool, int, int]]:
@@ -234,6 +211,7 @@ def plan_system(
     sources: list[Source],
     policy: PolicySpec | None,
     detector: Detector | None,
+    memo: Memos,
     *,
     label: str,
     frozen: bool = False,
@@ -255,7 +233,7 @@ def plan_system(
     present: list[int] = []
     injected: set[int] = set()
     for b, block in enumerate(blocks):
-        found = _claim(b, block, sources, claims)
+        found = _claim(b, block, sources, claims, memo)
         if found:
             claims.extend(found)
             present.append(b)
@@ -321,7 +299,7 @@ def plan_system(
     plan.static_count = len(plan.pieces)
 
     moved: list[str] = []
-    keep_re = _keep_regex(tuple(p.regex for p in vol.keep_in_place)) if move_unmatched else None
+    keep_re = memo.keep_regex(tuple(p.regex for p in vol.keep_in_place)) if move_unmatched else None
     for i, src in enumerate(sources):
         for start, end in _free(claims, i, len(src.text)):
             text = src.text[start:end]

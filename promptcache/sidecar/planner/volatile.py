@@ -134,20 +134,6 @@ class Detector:
         return result
 
 
-_DETECTORS: dict[int, Detector] = {}
-
-
-def detector_for(spec: VolatileSpec) -> Detector:
-    """The detector for ``spec``, compiled once per spec object."""
-    det = _DETECTORS.get(id(spec))
-    if det is None or det.spec is not spec:
-        if len(_DETECTORS) >= 64:
-            _DETECTORS.clear()
-        det = Detector(spec)
-        _DETECTORS[id(spec)] = det
-    return det
-
-
 def relocation_units(text: str, spans: tuple[Span, ...] | list[Span]) -> list[Span]:
     """What to cut for ``spans``: the whole line when it is short, else the span.
 

@@ -1,0 +1,253 @@
+"""The learner: which template a request's system prompt belongs to, learned from traffic.
+
+Each request's system text is cut into units and compared, by hash, with the templates
+of its *partition* (route, model and tool list: a router and an answerer rarely share
+all three). A template matches when the request holds, in order, at least half of the
+template's anchor text (``MATCH_SHARE``). Then:
+
+- no match: the request starts a *candidate* template (all its units anchors). A
+  candidate is never applied: a prompt seen once may never come back, and caching it
+  would only pay the write premium.
+- a match: the template learns from the request (``template.Template.learn``: anchors
+  missing from it become gaps; each gap's kind from the conversations seen) and the
+  request's ``Split`` is returned; from the second request of a prompt on, the planner
+  applies it. A new prompt version stops matching and is learned afresh, as a candidate
+  then a template, within two requests; the old one ages out.
+
+Bounded: at most ``max_templates`` learned templates and ``max_candidates`` candidates,
+least recently used first out, and ``max_units`` anchors in all (each an 8-byte hash
+and a length, plus an index entry; no prompt text is held). A flood of unique prompts
+only churns the candidates: learned templates are evicted by other learned templates.
+
+Pure and single-threaded: the planner calls it from the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from promptcache.sidecar.learner.template import GapKind, Split, Template
+from promptcache.sidecar.learner.units import Units, split_units
+
+MAX_TEMPLATES = 32
+"""Learned templates kept per sidecar (an app has a few prompts; 8 at once is the floor)."""
+MAX_CANDIDATES = 32
+"""Prompts seen once, kept to be recognised the second time."""
+MAX_UNITS = 32_768
+"""Anchors (unit hashes) held in all templates together: about 4 MB with the index."""
+MATCH_SHARE = 0.5
+"""Share of a template's anchor text a request must hold (in order) to be of it."""
+
+Partition = tuple[str, str, str]
+"""(route, model, tool-list digest)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpanShape:
+    """One stretch of a template, by shape only."""
+
+    kind: GapKind | str
+    """``stable``, ``conversation`` or ``request``."""
+    chars: int
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateShape:
+    """What ``promptcache explain`` and the admin endpoint show of a template: no text."""
+
+    id: str
+    route: str
+    model: str
+    state: str
+    """``candidate`` (seen once) or ``learned``."""
+    samples: int
+    version: int
+    spans: tuple[SpanShape, ...]
+    predicted_hit_rate: float | None
+    """Cached tokens the plans expected / their input tokens (None before any outcome)."""
+    measured_hit_rate: float | None
+    """Cached tokens read / input tokens, as the provider reported."""
+
+
+class Learner:
+    """Templates of one sidecar's traffic (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        max_templates: int = MAX_TEMPLATES,
+        max_candidates: int = MAX_CANDIDATES,
+        max_units: int = MAX_UNITS,
+    ) -> None:
+        self.max_templates = max_templates
+        self.max_candidates = max_candidates
+        self.max_units = max_units
+        self._learned: OrderedDict[str, Template] = OrderedDict()
+        self._candidates: OrderedDict[str, Template] = OrderedDict()
+        self._partition: dict[str, Partition] = {}
+        self._index: dict[int, set[str]] = {}
+        self._weights: dict[str, dict[int, int]] = {}
+        self._units = 0
+        self._serial = 0
+
+    # ------------------------------------------------------------------ learning
+    def observe(self, partition: Partition, text: str, conversation: int | None) -> Split | None:
+        """Learn from one request's system ``text``; its split once the template is learned.
+
+        ``conversation`` identifies the request's conversation (its first user message),
+        ``None`` when it has none.
+        """
+        if not text.strip():
+            return None
+        units = split_units(text)
+        positions: dict[int, list[int]] = {}
+        for i, h in enumerate(units.hashes):
+            positions.setdefault(h, []).append(i)
+        template = self._best(partition, positions)
+        if template is None:
+            self._add_candidate(partition, units)
+            return None
+        found = template.match(positions)
+        if template.matched_weight(found) < template.weight * MATCH_SHARE:
+            self._add_candidate(partition, units)
+            return None
+        before = list(template.anchors)
+        split = template.learn(units, found, conversation)
+        if template.anchors != before:
+            self._unindex(template.id, before)
+            self._reindex(template)
+        self._touch(template)
+        return None if template.fragmented else split
+
+    def _best(self, partition: Partition, positions: dict[int, list[int]]) -> Template | None:
+        votes: dict[str, int] = {}
+        index = self._index
+        for h in positions:
+            for tid in index.get(h, ()):
+                votes[tid] = votes.get(tid, 0) + self._weights[tid].get(h, 0)
+        best: Template | None = None
+        best_share = MATCH_SHARE
+        for tid, got in votes.items():
+            if self._partition.get(tid) != partition:
+                continue
+            template = self._learned.get(tid) or self._candidates.get(tid)
+            if template is None or template.weight == 0:
+                continue
+            share = got / template.weight
+            if share >= best_share:
+                best, best_share = template, share
+        return best
+
+    def _add_candidate(self, partition: Partition, units: Units) -> None:
+        self._serial += 1
+        digest = hashlib.blake2b(repr((self._serial, partition)).encode(), digest_size=6)
+        template = Template.first(digest.hexdigest(), units)
+        self._candidates[template.id] = template
+        self._partition[template.id] = partition
+        self._reindex(template)
+        self._shrink()
+
+    def _touch(self, template: Template) -> None:
+        tid = template.id
+        if tid in self._candidates:
+            del self._candidates[tid]
+            self._learned[tid] = template
+        else:
+            self._learned.move_to_end(tid)
+        self._shrink()
+
+    def _shrink(self) -> None:
+        while len(self._candidates) > self.max_candidates:
+            self._evict(self._candidates)
+        while len(self._learned) > self.max_templates:
+            self._evict(self._learned)
+        while self._units > self.max_units and (self._candidates or len(self._learned) > 1):
+            self._evict(self._candidates if self._candidates else self._learned)
+
+    def _evict(self, pool: OrderedDict[str, Template]) -> None:
+        tid, template = pool.popitem(last=False)
+        self._unindex(tid, template.anchors)
+        self._partition.pop(tid, None)
+
+    def _reindex(self, template: Template) -> None:
+        weights: dict[int, int] = {}
+        for h, chars in zip(template.anchors, template.anchor_chars, strict=True):
+            weights[h] = weights.get(h, 0) + chars
+            self._index.setdefault(h, set()).add(template.id)
+        self._weights[template.id] = weights
+        self._units += len(template.anchors)
+
+    def _unindex(self, tid: str, anchors: list[int]) -> None:
+        for h in set(anchors):
+            ids = self._index.get(h)
+            if ids is not None:
+                ids.discard(tid)
+                if not ids:
+                    del self._index[h]
+        self._weights.pop(tid, None)
+        self._units -= len(anchors)
+
+    # ------------------------------------------------------------------ measuring
+    def record(self, template_id: str, *, expected: int, read: int, total_input: int) -> None:
+        """One outcome of a plan made under ``template_id`` (for the measured hit rate)."""
+        template = self._learned.get(template_id)
+        if template is None:
+            return
+        template.hits_expected += expected
+        template.hits_read += read
+        template.input_tokens += total_input
+
+    # ------------------------------------------------------------------ reporting
+    def __len__(self) -> int:
+        return len(self._learned)
+
+    @property
+    def units(self) -> int:
+        """Anchors held in all templates (the memory bound's measure)."""
+        return self._units
+
+    @property
+    def candidates(self) -> int:
+        return len(self._candidates)
+
+    def shapes(self) -> list[TemplateShape]:
+        """Every template by shape, learned ones first (most recently used first)."""
+        out: list[TemplateShape] = []
+        for state, pool in (("learned", self._learned), ("candidate", self._candidates)):
+            for tid in reversed(pool):
+                out.append(_shape(pool[tid], state, self._partition.get(tid, ("", "", ""))))
+        return out
+
+
+def _spans(template: Template) -> Iterator[SpanShape]:
+    run = 0
+    gap = template.gaps.get(-1)
+    if gap is not None:
+        yield SpanShape(gap.kind, gap.chars)
+    for i, chars in enumerate(template.anchor_chars):
+        run += chars
+        gap = template.gaps.get(i)
+        if gap is not None:
+            yield SpanShape("stable", run)
+            run = 0
+            yield SpanShape(gap.kind, gap.chars)
+    if run:
+        yield SpanShape("stable", run)
+
+
+def _shape(template: Template, state: str, partition: Partition) -> TemplateShape:
+    total = template.input_tokens
+    return TemplateShape(
+        id=template.id,
+        route=partition[0],
+        model=partition[1],
+        state=state,
+        samples=template.samples,
+        version=template.version,
+        spans=tuple(_spans(template)),
+        predicted_hit_rate=template.hits_expected / total if total else None,
+        measured_hit_rate=template.hits_read / total if total else None,
+    )

@@ -1,0 +1,54 @@
+"""Cutting a prompt into the units the learner compares: lines, and sentences of long lines.
+
+Two requests of one template are compared unit by unit, by hash. A unit is a line with
+its line break; a line longer than ``LONG_LINE`` characters is cut further after each
+sentence end (``.``, ``!``, ``?`` or ``;`` followed by white space), so a timestamp in a
+one-line prompt costs one sentence, not the whole prompt. The cut points depend only on
+the text around them, never on positions, so a value that changes length does not shift
+the units after it. Units concatenated give the text back exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+LONG_LINE = 240
+"""Lines longer than this (characters) are cut into sentences."""
+MAX_UNITS = 1024
+"""Units kept per prompt; the rest of a longer prompt is one last unit."""
+
+_SENTENCE = re.compile(r"(?<=[.!?;])(?=\s)")
+
+
+@dataclass(frozen=True, slots=True)
+class Units:
+    """A prompt cut into units: hashes (in-process ``hash``) and where each one ends."""
+
+    hashes: tuple[int, ...]
+    ends: tuple[int, ...]
+    """``ends[i]``: offset just past unit ``i``; unit ``i`` starts at ``ends[i - 1]`` (0)."""
+
+    def start(self, i: int) -> int:
+        return self.ends[i - 1] if i else 0
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
+def split_units(text: str) -> Units:
+    """``text`` cut into units (see the module docstring)."""
+    pieces: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if len(line) <= LONG_LINE:
+            pieces.append(line)
+        else:
+            pieces.extend(p for p in _SENTENCE.split(line) if p)
+    if len(pieces) > MAX_UNITS:
+        pieces[MAX_UNITS - 1 :] = ["".join(pieces[MAX_UNITS - 1 :])]
+    ends: list[int] = []
+    pos = 0
+    for p in pieces:
+        pos += len(p)
+        ends.append(pos)
+    return Units(tuple(map(hash, pieces)), tuple(ends))
