@@ -111,8 +111,4 @@ e2e-kind: venv
 	$(BIN)/python -m pytest tests/cluster --kind
 
 clean:
-<<<<<<< HEAD
-	rm -rf $(VENV) $(TOOLS) build *.egg-info .mypy_cache .ruff_cache
-=======
-	rm -rf $(VENV) $(LLAMA_VENV) build *.egg-info .mypy_cache .ruff_cache
->>>>>>> providers
+	rm -rf $(VENV) $(TOOLS) $(LLAMA_VENV) build *.egg-info .mypy_cache .ruff_cache
