@@ -351,8 +351,10 @@ slices). "added" is the arm's latency minus the direct path's; stream TTFB is th
 time to the first body byte of a streamed answer (aiohttp client, {TTFB_REQUESTS}
 sequential requests) minus the direct path's. Peak RSS is the `VmHWM` of the arm's
 processes. "Bounded by" compares the CPU time the arm's processes and the upstream used
-during the arm's loaded slices (1.00 = one core busy all the time): against this
-upstream nginx is bounded by the upstream, a single-process proxy by itself.
+during the arm's loaded slices (1.00 = one core busy all the time; 0.85 or more counts as
+bound): on a quiet machine nginx in front of this one-process upstream is bounded by the
+upstream and a single-process proxy by itself; when other work takes the cores, neither
+gets a whole one and the column says "the shared machine".
 
 {arms_table(run.python)}
 
