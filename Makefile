@@ -11,12 +11,13 @@ TOOLS  := .venv-tools
 CHECKOV_VERSION := 3.3.30
 CHECKOV_STAMP := $(TOOLS)/checkov/.installed-$(CHECKOV_VERSION)
 
-.PHONY: help venv llm kubebin scanners tools lint typecheck install-check test test-unit test-local test-cluster demo demo-real bench e2e-kind clean
+.PHONY: help venv venv-llamaindex llm kubebin scanners tools lint typecheck install-check test test-unit test-local test-clients test-cluster demo demo-real bench soak e2e-kind clean
 
 help:
 	@echo "make demo       run the case-study demo on the bundled simulator (no cluster, no API key)"
 	@echo "make test       lint, type-check and run the whole test suite"
-	@echo "make bench      benchmarks (sidecar overhead vs direct and nginx; context prefetch)"
+	@echo "make bench      benchmarks (sidecar vs direct, nginx, LiteLLM, Portkey; context prefetch)"
+	@echo "make soak       75 streaming users, faults and policy reloads for 10 min (MINUTES=3)"
 	@echo "make demo-real  the demo against a real llama.cpp server"
 	@echo "make e2e-kind   cluster tests on kind (needs Docker)"
 
@@ -38,6 +39,17 @@ $(LLM_STAMP): $(STAMP)
 	@touch $@
 
 llm: $(LLM_STAMP)
+
+# LlamaIndex's Anthropic LLM needs an older anthropic SDK than the rest of the suite, so the
+# client tier (tests/clients/test_llamaindex.py) runs it from its own environment.
+LLAMA_VENV  := .venv-llamaindex
+LLAMA_STAMP := $(LLAMA_VENV)/.installed
+$(LLAMA_STAMP): tests/clients/llamaindex-requirements.txt
+	@test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/python -m pip install --quiet -r tests/clients/llamaindex-requirements.txt
+	@touch $@
+
+venv-llamaindex: $(LLAMA_STAMP)
 
 kubebin:
 	@hack/kubebin/build.sh >/dev/null
@@ -67,7 +79,7 @@ typecheck: venv
 install-check: venv
 	hack/install-check.sh $(BIN)/python
 
-test: venv llm kubebin tools lint typecheck install-check
+test: venv venv-llamaindex llm kubebin tools lint typecheck install-check
 	$(BIN)/python -m pytest
 
 test-unit: venv
@@ -75,6 +87,9 @@ test-unit: venv
 
 test-local: venv
 	$(BIN)/python -m pytest tests/local
+
+test-clients: venv venv-llamaindex
+	$(BIN)/python -m pytest tests/clients
 
 test-cluster: venv kubebin tools
 	$(BIN)/python -m pytest tests/cluster
@@ -88,8 +103,12 @@ demo-real: venv llm
 bench: venv
 	$(BIN)/python -m bench
 
+MINUTES ?= 10
+soak: venv
+	$(BIN)/python -m promptcache.demo.soak --minutes $(MINUTES) --report docs/soak.md
+
 e2e-kind: venv
 	$(BIN)/python -m pytest tests/cluster --kind
 
 clean:
-	rm -rf $(VENV) $(TOOLS) build *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(LLAMA_VENV) build *.egg-info .mypy_cache .ruff_cache

@@ -24,7 +24,9 @@ from prometheus_client import CollectorRegistry
 
 import promptcache
 from promptcache.sidecar.context import ContextMetrics
+from promptcache.sidecar.learning_metrics import LearningCollector
 from promptcache.sidecar.metrics import Metrics
+from promptcache.sidecar.planner import Planner
 from promptcache.sidecar.planner.types import MissReason
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,6 +42,7 @@ def _exported() -> dict[str, str]:
     registry = CollectorRegistry()
     Metrics(registry)
     ContextMetrics(registry)
+    registry.register(LearningCollector(Planner()))
     return {family.name: family.documentation for family in registry.collect()}
 
 
@@ -125,6 +128,8 @@ def test_dashboard_has_the_panels_the_issue_asks_for() -> None:
     assert "sum by (reason) (rate(promptcache_cache_misses_total" in exprs
     assert "promptcache_context_fetch_duration_seconds_bucket" in exprs  # context prefetch
     assert "promptcache_context_coalesced_total" in exprs
+    assert "promptcache_guard_unread_write_tokens_total" in exprs  # never worse
+    assert "promptcache_guard_tracks" in exprs
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
 
