@@ -53,7 +53,9 @@ class SidecarSettings(BaseSettings):
     """Seconds an idle pooled upstream connection is kept."""
 
     retry_max_attempts: int = Field(default=3, ge=1, le=10)
-    """Attempts per request, the first included, before the upstream's answer is relayed."""
+    """Attempts per request, the first included, before the upstream's answer is relayed.
+    A client that retries by itself (the official SDKs) gets statuses at once instead:
+    its attempts are not multiplied."""
     retry_budget: float = Field(default=30.0, ge=0)
     """Total seconds a request may spend waiting between attempts."""
     retry_after_max: float = Field(default=20.0, ge=0)
