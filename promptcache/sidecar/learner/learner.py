@@ -115,7 +115,7 @@ class Learner:
             self._add_candidate(partition, units)
             return None
         before = list(template.anchors)
-        split = template.learn(units, found, conversation)
+        split = template.learn(text, units, found, conversation)
         if template.anchors != before:
             self._unindex(template.id, before)
             self._reindex(template)

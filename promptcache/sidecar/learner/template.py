@@ -5,8 +5,10 @@ A template is what requests of one prompt have in common. Its *anchors* are the 
 from; between two anchors (and before the first, after the last) may sit a *gap*: units
 that differed at least once. Within a gap, a unit is *per conversation* when it came
 back identical on every turn so far of the request's conversation, and *per request*
-otherwise (the first turn of a conversation relocates the whole gap: the cautious
-default, as moving text behind the history never breaks caching of the rest).
+otherwise. On a conversation's first turn a unit stays only when its *label* (the text
+before ``": "``, as in ``Customer: Ada``) was seen unchanged across the turns of other
+conversations and never changing within one; else the first turn relocates it (the
+cautious default: moving text behind the history never breaks caching of the rest).
 
 Learning only ever turns anchors into gaps, never back, so a span that keeps changing
 never becomes part of a static prefix again; a prompt that
@@ -27,6 +29,10 @@ from promptcache.sidecar.learner.units import Units
 GapKind = Literal["request", "conversation", "mixed"]
 CONVERSATIONS_PER_GAP = 16
 """Conversations whose last gap content a gap remembers (to tell the two kinds apart)."""
+MAX_LABELS = 256
+"""Labels a gap remembers (kept or changed) before it forgets them all."""
+LABEL_MAX = 40
+"""Longest label (text before ``": "`` at the start of a unit), characters."""
 MAX_GAPS = 32
 """A template with more gaps than this is too fragmented to be worth applying."""
 
@@ -43,30 +49,72 @@ class Gap:
     (retrieved text, a timestamp).
     """
 
-    by_conversation: OrderedDict[int, frozenset[int]] = field(default_factory=OrderedDict)
-    """Conversation key -> unit hashes present on every turn so far (bounded)."""
+    by_conversation: OrderedDict[int, tuple[frozenset[int], dict[int, int]]] = field(
+        default_factory=OrderedDict
+    )
+    """Conversation key -> (unit hashes present on every turn so far, label -> unit hash
+    on the last turn), bounded."""
+    labels_kept: set[int] = field(default_factory=set)
+    """Labels (hash of the text before ``": "``) of units seen unchanged across the turns
+    of a conversation: such a unit stays in place from a conversation's first turn."""
+    labels_changed: set[int] = field(default_factory=set)
+    """Labels of units seen changing within a conversation: never kept by label."""
     chars: int = 0
     """Length of its content in the last request, characters."""
     kept_chars: int = 0
     """Of which kept in place (per conversation) in the last request."""
 
     def merge(self, other: Gap) -> None:
-        for conv, units in other.by_conversation.items():
+        for conv, (units, labels) in other.by_conversation.items():
             mine = self.by_conversation.get(conv)
-            self.by_conversation[conv] = units if mine is None else mine | units
+            self.by_conversation[conv] = (
+                (units, labels) if mine is None else (mine[0] | units, {**mine[1], **labels})
+            )
+        self.labels_kept |= other.labels_kept
+        self.labels_changed |= other.labels_changed
+        self.labels_kept -= self.labels_changed
 
-    def observe(self, conversation: int | None, hashes: tuple[int, ...]) -> frozenset[int]:
+    def observe(
+        self, conversation: int | None, hashes: tuple[int, ...], labels: list[int | None]
+    ) -> frozenset[int]:
         """Record this gap's units on one turn; return the ones that stay in place."""
+        by_label = {lab: h for h, lab in zip(hashes, labels, strict=True) if lab is not None}
+        known = frozenset(
+            h
+            for h, lab in zip(hashes, labels, strict=True)
+            if lab is not None and lab in self.labels_kept and lab not in self.labels_changed
+        )
         if conversation is None:
-            return frozenset()
+            return known
         seen = frozenset(hashes)
         before = self.by_conversation.get(conversation)
-        kept = seen if before is None else before & seen
-        self.by_conversation[conversation] = kept
+        if before is None:
+            kept = known
+            self.by_conversation[conversation] = (seen, by_label)
+        else:
+            kept = before[0] & seen
+            for lab, h in by_label.items():
+                old = before[1].get(lab)
+                if old is None:
+                    continue
+                if old == h:
+                    self.labels_kept.add(lab)
+                else:
+                    self.labels_changed.add(lab)
+            self.labels_kept -= self.labels_changed
+            kept |= frozenset(
+                h
+                for h, lab in zip(hashes, labels, strict=True)
+                if lab is not None and lab in self.labels_kept
+            )
+            if len(self.labels_kept) > MAX_LABELS or len(self.labels_changed) > MAX_LABELS:
+                self.labels_kept.clear()
+                self.labels_changed.clear()
+            self.by_conversation[conversation] = (kept, by_label)
         self.by_conversation.move_to_end(conversation)
         while len(self.by_conversation) > CONVERSATIONS_PER_GAP:
             self.by_conversation.popitem(last=False)
-        return frozenset() if before is None else kept
+        return kept
 
     @property
     def kind(self) -> GapKind:
@@ -144,7 +192,7 @@ class Template:
     def matched_weight(self, found: Match) -> int:
         return sum(self.anchor_chars[ai] for ai, _ in found.pairs)
 
-    def learn(self, units: Units, found: Match, conversation: int | None) -> Split:
+    def learn(self, text: str, units: Units, found: Match, conversation: int | None) -> Split:
         """Update the template with one request of it; return that request's split."""
         kept = {ai for ai, _ in found.pairs}
         old_to_new: dict[int, int] = {}
@@ -190,7 +238,8 @@ class Template:
             if here is None:
                 continue
             lo, hi = bounds[k] + 1, bounds[k + 1]
-            stay = here.observe(conversation, units.hashes[lo:hi])
+            labels = [label_of(text, units.start(r), units.ends[r]) for r in range(lo, hi)]
+            stay = here.observe(conversation, units.hashes[lo:hi], labels)
             here.chars = here.kept_chars = 0
             for r in range(lo, hi):
                 start, end = units.start(r), units.ends[r]
@@ -205,6 +254,14 @@ class Template:
     @property
     def fragmented(self) -> bool:
         return len(self.gaps) > MAX_GAPS
+
+
+def label_of(text: str, start: int, end: int) -> int | None:
+    """Hash of a unit's label (``Customer`` in ``Customer: Ada``), ``None`` without one."""
+    head, sep, _ = text[start : min(end, start + LABEL_MAX + 2)].partition(": ")
+    if not sep or not head.strip() or "\n" in head:
+        return None
+    return hash(head.strip())
 
 
 def _extend(spans: list[tuple[int, int]], start: int, end: int) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from promptcache.models import Provider
 from promptcache.policy.schema import PolicySpec
+from promptcache.sidecar.learner import Split
 from promptcache.sidecar.planner.guard import GuardNote
 
 Route = Literal["messages", "chat", "responses"]
@@ -143,6 +144,9 @@ class Plan:
     fetched context), for ``promptcache explain``; never logged."""
     diagnostics: Diagnostics | None = None
     """Planner-internal bookkeeping for ``record_outcome``."""
+    learned: Split | None = None
+    """The learned template's division of the system text, when one applied (shape only:
+    offsets into the system text, no text)."""
 
 
 def describe_breakpoints(breakpoints: Sequence[Breakpoint]) -> str:
