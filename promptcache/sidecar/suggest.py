@@ -156,7 +156,7 @@ def suggest(
 
 
 def _for_cluster(spec: dict[str, Any], config_map: str) -> dict[str, Any]:
-    cluster = json.loads(json.dumps(spec))
+    cluster: dict[str, Any] = json.loads(json.dumps(spec))
     for block in cluster["staticBlocks"]:
         key = block["match"]["exactFrom"]["file"]
         block["match"]["exactFrom"] = {"configMapKeyRef": {"name": config_map, "key": key}}
