@@ -16,6 +16,12 @@ Conventions in values.yaml:
 Inference: a non-empty mapping becomes a strict object (``additionalProperties: false``),
 an empty one a free-form object, a list an array, scalars their JSON type.
 
+The ``injector`` section is the exception: what the operator accepts there is defined
+once, by its pydantic model (``promptcache_operator.settings.InjectorConfig``), so its
+validation keywords come from that model's JSON schema (``injector_json_schema``), not
+from ``@schema`` lines; values.yaml still gives each key's comment and default, and the
+two must name the same keys (the chart-only ``image`` object aside).
+
 Usage: ``hack/chart-readme.py [--check] [CHART_DIR]`` (default ``charts/promptcache``).
 With ``--check`` nothing is written; the exit status is 1 when a file is stale.
 """
@@ -31,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from promptcache_operator.settings import CHART_ONLY_INJECTOR_KEYS, injector_json_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHART = REPO_ROOT / "charts" / "promptcache"
@@ -129,7 +136,11 @@ class Row:
 def build(values: dict[str, Any], docs: dict[Path_, KeyDoc]) -> tuple[dict[str, Any], list[Row]]:
     """The values schema and the README rows for ``values``."""
     rows: list[Row] = []
-    properties = {key: _schema_for((key,), value, docs, rows) for key, value in values.items()}
+    models = {"injector": injector_json_schema()}
+    properties = {
+        key: _schema_for((key,), value, docs, rows, model=models.get(key))
+        for key, value in values.items()
+    }
     schema = {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "Values of the promptcache chart",
@@ -141,13 +152,39 @@ def build(values: dict[str, Any], docs: dict[Path_, KeyDoc]) -> tuple[dict[str, 
     return schema, rows
 
 
+_MODEL_KEYWORDS = {
+    "type", "enum", "pattern", "minimum", "maximum", "minLength", "maxLength", "items",
+    "additionalProperties", "propertyNames", "uniqueItems", "anyOf",
+}  # fmt: skip
+
+
+def _model_keywords(model: dict[str, Any]) -> dict[str, Any]:
+    """The validation keywords of a pydantic schema node; ``anyOf [X, null]`` -> ``type:
+    [X, null]`` with X's keywords (the same meaning, and a README type name)."""
+    out = {k: v for k, v in model.items() if k in _MODEL_KEYWORDS}
+    options = out.get("anyOf")
+    if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
+        (other,) = [o for o in options if o != {"type": "null"}]
+        del out["anyOf"]
+        out.update(_model_keywords(other))
+        out["type"] = [other["type"], "null"]
+    return out
+
+
 def _schema_for(
-    path: Path_, value: object, docs: dict[Path_, KeyDoc], rows: list[Row]
+    path: Path_,
+    value: object,
+    docs: dict[Path_, KeyDoc],
+    rows: list[Row],
+    *,
+    model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     dotted = ".".join(path)
     doc = docs.get(path)
     if doc is None or not doc.description:
         raise SpecError(f"values.yaml: {dotted} has no comment; every value needs one")
+    if model is not None:
+        return _schema_from_model(path, value, docs, rows, doc, model)
     if "type" in doc.schema:  # explicit: replaces inference, children are free-form
         schema = {"description": doc.description, **doc.schema, "default": value}
         rows.append(Row(dotted, _type_name(schema), value, doc.description))
@@ -167,6 +204,48 @@ def _schema_for(
             schema["items"] = {"type": item_types.pop()}
     schema.update(doc.schema)
     schema["default"] = value
+    rows.append(Row(dotted, _type_name(schema), value, doc.description))
+    return schema
+
+
+def _schema_from_model(
+    path: Path_,
+    value: object,
+    docs: dict[Path_, KeyDoc],
+    rows: list[Row],
+    doc: KeyDoc,
+    model: dict[str, Any],
+) -> dict[str, Any]:
+    """A value whose schema is the operator's model (see the module docstring)."""
+    dotted = ".".join(path)
+    if doc.schema:
+        raise SpecError(
+            f"values.yaml: {dotted} takes its schema from the operator's InjectorConfig; "
+            "drop its @schema line"
+        )
+    fields = model.get("properties")
+    if isinstance(value, dict) and isinstance(fields, dict):
+        chart_only = CHART_ONLY_INJECTOR_KEYS if path == ("injector",) else frozenset()
+        missing = sorted(set(fields) - set(value) - chart_only)
+        extra = sorted(set(value) - set(fields) - chart_only)
+        if missing or extra:
+            raise SpecError(
+                f"values.yaml: {dotted} and the operator's InjectorConfig disagree: "
+                f"missing {missing}, unknown to the operator {extra}"
+            )
+        properties = {}
+        for key, child in value.items():
+            if key in chart_only:
+                properties[key] = _schema_for((*path, key), child, docs, rows)
+            else:
+                properties[key] = _schema_for((*path, key), child, docs, rows, model=fields[key])
+        return {
+            "description": doc.description,
+            "type": "object",
+            "additionalProperties": False,
+            "properties": properties,
+        }
+    schema = {"description": doc.description, **_model_keywords(model), "default": value}
     rows.append(Row(dotted, _type_name(schema), value, doc.description))
     return schema
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
-Provider = Literal["anthropic", "openai", "openai-compatible"]
+from promptcache.wire import Provider
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,13 @@ class ModelInfo:
     """Anthropic 1-hour cache write price as a multiple of base input."""
     read_multiplier: float = 0.1
     """Cache read price as a multiple of base input (OpenAI: 1 - cached discount)."""
+    explicit_breakpoints: bool = False
+    """OpenAI GPT-5.6 and later: ``prompt_cache_breakpoint`` / ``prompt_cache_options`` are
+    accepted (older models refuse them as unknown fields). OpenAI writes then cost
+    ``write_5m_multiplier`` (1.25x)."""
+    mid_conversation_system: bool = False
+    """Anthropic: ``role: "system"`` messages inside ``messages`` are accepted (Opus 4.8,
+    the 5.x models); older models refuse them."""
 
 
 @functools.cache
@@ -61,12 +68,15 @@ def lookup(provider: Provider, model: str | None) -> ModelInfo:
             write_5m_multiplier=float(mult["write5m"]),
             write_1h_multiplier=float(mult["write1h"]),
             read_multiplier=float(mult["read"]),
+            mid_conversation_system=bool(best.get("midConversationSystem", False)),
         )
     return ModelInfo(
         min_cacheable_tokens=int(best["minCacheableTokens"]),
         input_per_mtok=float(best["input"]),
         output_per_mtok=float(best["output"]),
-        write_5m_multiplier=1.0,
-        write_1h_multiplier=1.0,
+        # OpenAI reports one write count (``cache_write_tokens``), normalised into the 5m slot.
+        write_5m_multiplier=float(best.get("cacheWrite", 1.0)),
+        write_1h_multiplier=float(best.get("cacheWrite", 1.0)),
         read_multiplier=1.0 - float(best["cachedDiscount"]),
+        explicit_breakpoints=bool(best.get("explicitBreakpoints", False)),
     )

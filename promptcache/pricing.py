@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, replace
 
-from promptcache.models import ModelInfo, Provider, lookup
+from promptcache.models import ModelInfo, lookup
 from promptcache.policy.schema import PricingOverride
 from promptcache.usage import Usage
+from promptcache.wire import Provider
 
 _PER_TOKEN = 1e-6
 

@@ -67,6 +67,24 @@ def configure(parser: argparse.ArgumentParser, command: str = "operator") -> Non
     hook.add_argument(
         "--no-webhook", action="store_true", help="reconcile only, serve no admission requests"
     )
+    hook.add_argument(
+        "--admission-budget",
+        type=float,
+        default=4.0,
+        metavar="SECONDS",
+        help="answer each admission within this time, else let the pod through unmodified "
+        "(keep it below the webhook's timeoutSeconds); default 4",
+    )
+    parser.add_argument(
+        "--no-deployment-annotations",
+        action="store_true",
+        help="do not copy promptcache annotations from Deployments into pod templates "
+        "(no Deployment watch, no patch rights needed)",
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, help="serve the operator's /metrics here"
+    )
+    parser.add_argument("--metrics-addr", default="0.0.0.0", help="metrics listen address")
     peer = parser.add_mutually_exclusive_group()
     peer.add_argument("--standalone", action="store_true", help="no peering (one replica)")
     peer.add_argument("--peering", metavar="NAME", help="ClusterKopfPeering to join")
@@ -86,8 +104,14 @@ def configure(parser: argparse.ArgumentParser, command: str = "operator") -> Non
 
 def options_from_args(args: argparse.Namespace) -> OperatorOptions:
     """Validate the flags and the injector config; ``ConfigError`` on a bad one."""
-    if not 1 <= args.webhook_port <= 65535:
-        raise ConfigError(f"--webhook-port {args.webhook_port}: not a port")
+    for flag, port in (
+        ("--webhook-port", args.webhook_port),
+        ("--metrics-port", args.metrics_port),
+    ):
+        if port is not None and not 1 <= port <= 65535:
+            raise ConfigError(f"{flag} {port}: not a port")
+    if not 0 < args.admission_budget <= 30:
+        raise ConfigError(f"--admission-budget {args.admission_budget}: not in (0, 30] seconds")
     injector = load_injector_config(args.injector_config)
     liveness = (
         f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port is not None else None
@@ -107,6 +131,10 @@ def options_from_args(args: argparse.Namespace) -> OperatorOptions:
         peering_name=args.peering,
         priority=priority,
         liveness_endpoint=liveness,
+        admission_budget=args.admission_budget,
+        metrics_port=args.metrics_port,
+        metrics_addr=args.metrics_addr,
+        deployment_annotations=not args.no_deployment_annotations,
     )
 
 
@@ -124,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
     if level != "debug":  # one line per admission request is noise; kopf logs each call
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     registry = kopf.OperatorRegistry()
-    register(registry, webhook=options.webhook)
+    register(
+        registry, webhook=options.webhook, deployment_annotations=options.deployment_annotations
+    )
     memo = kopf.Memo()
     memo[MEMO_KEY] = Runtime(options=options)
     logger.info(

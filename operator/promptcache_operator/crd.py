@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from promptcache.contract import MAX_POLICY_NAME
 from promptcache.policy.schema import PolicySpec
 
 GROUP = "promptcache.io"
@@ -44,7 +45,7 @@ CRD_NAME = f"{PLURAL}.{GROUP}"
 CHART_CRD_PATH = f"charts/promptcache/crds/{CRD_NAME}.yaml"
 REGENERATE_COMMAND = f".venv/bin/python -m promptcache_operator.crd > {CHART_CRD_PATH}"
 
-MAX_NAME_LENGTH = 63
+MAX_NAME_LENGTH = MAX_POLICY_NAME
 """A policy's name becomes a label value and the ``policy`` metric label: at most 63."""
 
 _DROPPED_KEYS = {"title", "examples", "additionalProperties", "$defs"}

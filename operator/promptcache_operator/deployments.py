@@ -22,12 +22,12 @@ from typing import Any
 
 import kopf
 
+from promptcache.contract import INJECT_ANNOTATION, MANAGED_TEMPLATE_ANNOTATION, POLICY_ANNOTATION
 from promptcache_operator.kube import KubeError, NotFoundError, group_path
 from promptcache_operator.runtime import runtime_of
-from promptcache_operator.webhook.injection import INJECT_ANNOTATION, POLICY_ANNOTATION
 
 COPIED = (INJECT_ANNOTATION, POLICY_ANNOTATION)
-MANAGED_ANNOTATION = "promptcache.io/managed-template-annotations"
+MANAGED_ANNOTATION = MANAGED_TEMPLATE_ANNOTATION
 PATCH_ATTEMPTS = 3
 
 
@@ -65,8 +65,15 @@ def template_patch(deployment: Mapping[str, Any]) -> dict[str, Any] | None:
     return patch or None
 
 
-def concerns_us(annotations: Mapping[str, str], **_: Any) -> bool:
-    """Only Deployments that carry (or carried) our annotations reach the handler."""
+def concerns_us(
+    annotations: Mapping[str, str], namespace: str | None = None, memo: Any = None, **_: Any
+) -> bool:
+    """Only Deployments that carry (or carried) our annotations, outside the excluded
+    namespaces, reach the handler."""
+    if memo is not None and namespace is not None:
+        injector = runtime_of(memo).injector
+        if injector is not None and namespace in injector.excluded:
+            return False
     return any(k in annotations for k in (*COPIED, MANAGED_ANNOTATION))
 
 

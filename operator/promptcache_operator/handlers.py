@@ -19,14 +19,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
+from aiohttp import web
 
 from promptcache import __version__
-from promptcache_operator import deployments, rendering
+from promptcache_operator import deployments, nodes, rendering
 from promptcache_operator.crd import GROUP, PLURAL, VERSION
 from promptcache_operator.kube import (
     ConflictError,
@@ -37,8 +41,10 @@ from promptcache_operator.kube import (
     core_path,
     group_path,
 )
+from promptcache_operator.metrics import start_metrics_server
 from promptcache_operator.runtime import NamespaceLabels, Runtime, runtime_of
 from promptcache_operator.webhook import server as webhook_server
+from promptcache_operator.webhook.events import EventPoster
 from promptcache_operator.webhook.injection import Injector, native_enabled
 
 RETRY_DELAY = 10.0
@@ -140,6 +146,12 @@ async def reconcile(
     return status
 
 
+def in_scope(memo: Any, namespace: str | None) -> bool:
+    """Not an excluded namespace (the injector's list plus the operator's own)."""
+    injector = runtime_of(memo).injector
+    return namespace is not None and (injector is None or namespace not in injector.excluded)
+
+
 async def render(
     *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: kopf.Logger, **_: Any
 ) -> None:
@@ -174,9 +186,9 @@ def _policies_for(
 
 
 def configmap_concerns_us(
-    *, name: str, namespace: str | None, labels: Mapping[str, str], **kwargs: Any
+    *, name: str, namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any
 ) -> bool:
-    if namespace is None:
+    if namespace is None or not in_scope(memo, namespace):
         return False
     return bool(_policies_for(name, namespace, labels, kwargs.get("policy_refs") or {}))
 
@@ -209,13 +221,63 @@ async def configmap_changed(
             logger.warning(f"re-rendering policy {namespace}/{policy_name} failed: {exc}")
 
 
+async def _read_kubelets(runtime: Runtime, logger: logging.Logger | kopf.Logger) -> None:
+    """Read the nodes' kubelet versions and set the injector's sidecar kind from them."""
+    client = runtime.require_client()
+    options = runtime.options
+    try:
+        runtime.kubelet_minors = await nodes.kubelet_minors(client)
+    except KubeError as exc:
+        if runtime.kubelet_minors is not None or runtime.injector is None:
+            logger.warning(
+                f"cannot read the nodes' kubelet versions ({exc}); nativeSidecar: auto "
+                "injects the sidecar as a regular container, which works on every kubelet"
+            )
+        runtime.kubelet_minors = None
+    server = runtime.server_version or (0, 0)
+    minor = server[1] if server[0] == 1 else 99
+    native = native_enabled(options.injector.native_sidecar, minor, runtime.kubelet_minors)
+    old = runtime.injector
+    if old is None:
+        runtime.injector = Injector(
+            config=options.injector,
+            native=native,
+            version=__version__,
+            operator_namespace=options.own_namespace,
+        )
+    elif old.native != native:
+        runtime.injector = dataclasses.replace(old, native=native)
+    if old is None or old.native != native:
+        kubelets = runtime.kubelet_minors
+        seen = (
+            "nodes unreadable"
+            if kubelets is None
+            else f"{len(kubelets)} nodes, oldest kubelet 1.{min(kubelets)}"
+            if kubelets
+            else "no nodes yet"
+        )
+        logger.info(
+            f"API server {server[0]}.{server[1]}, {seen}: "
+            f"{'native' if native else 'regular-container'} sidecars "
+            f"(nativeSidecar: {options.injector.native_sidecar})"
+        )
+
+
+async def _refresh_kubelets(runtime: Runtime, logger: logging.Logger) -> None:
+    while True:
+        await asyncio.sleep(runtime.options.node_refresh_seconds)
+        await _read_kubelets(runtime, logger)
+
+
 async def startup(
     *, settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any
 ) -> None:
     runtime: Runtime = runtime_of(memo)
     options = runtime.options
     settings.admission.managed = None  # the chart owns the MutatingWebhookConfiguration
-    settings.admission.server = webhook_server.webhook_server(options) if options.webhook else None
+    settings.admission.server = (
+        webhook_server.webhook_server(options, runtime) if options.webhook else None
+    )
     settings.posting.enabled = True
     client = runtime.client or KubeClient(user_agent=f"promptcache-operator/{__version__}")
     runtime.client = client
@@ -225,19 +287,25 @@ async def startup(
         raise kopf.PermanentError(str(exc)) from exc
     except KubeError as exc:
         raise kopf.TemporaryError(f"cannot read the server version: {exc}", delay=5) from exc
-    minor = runtime.server_version[1] if runtime.server_version[0] == 1 else 99
-    native = native_enabled(options.injector.native_sidecar, minor)
-    runtime.injector = Injector(
-        config=options.injector,
-        native=native,
-        version=__version__,
-        operator_namespace=options.own_namespace,
+    await _read_kubelets(runtime, logger)
+    runtime.namespaces = NamespaceLabels(
+        client,
+        ttl=options.namespace_cache_seconds,
+        timeout=options.namespace_lookup_seconds,
+        failures=runtime.metrics.namespace_lookup_failures,
     )
-    runtime.namespaces = NamespaceLabels(client, ttl=options.namespace_cache_seconds)
-    major, minor = runtime.server_version
+    runtime.events = EventPoster(client, instance=os.environ.get("POD_NAME", "promptcache"))
+    if options.metrics_port is not None and "metrics" not in runtime.extras:
+        runtime.extras["metrics"] = await start_metrics_server(
+            runtime.metrics, host=options.metrics_addr, port=options.metrics_port
+        )
+    if "kubelets" not in runtime.extras:
+        runtime.extras["kubelets"] = asyncio.get_running_loop().create_task(
+            _refresh_kubelets(runtime, logging.getLogger(__name__))
+        )
     logger.info(
-        f"API server {major}.{minor}: {'native' if native else 'container'} sidecars; "
-        f"webhook {'on port ' + str(options.webhook_port) if options.webhook else 'off'}"
+        f"webhook {'on port ' + str(options.webhook_port) if options.webhook else 'off'}; "
+        f"Deployment annotations {'on' if options.deployment_annotations else 'off'}"
     )
 
 
@@ -250,11 +318,21 @@ def login(*, settings: kopf.OperatorSettings, **kwargs: Any) -> kopf.ConnectionI
 
 async def cleanup(*, memo: Any, **_: Any) -> None:
     runtime = runtime_of(memo)
+    task = runtime.extras.pop("kubelets", None)
+    if isinstance(task, asyncio.Task):
+        task.cancel()
+    server = runtime.extras.pop("metrics", None)
+    if isinstance(server, web.AppRunner):
+        await server.cleanup()
+    if runtime.events is not None:
+        await runtime.events.drain()
     if runtime.client is not None:
         await runtime.client.close()
 
 
-def register(registry: kopf.OperatorRegistry, *, webhook: bool) -> None:
+def register(
+    registry: kopf.OperatorRegistry, *, webhook: bool, deployment_annotations: bool = True
+) -> None:
     """Register every handler of the operator into ``registry``."""
     kopf.on.login(registry=registry)(login)
     kopf.on.startup(registry=registry)(startup)
@@ -266,6 +344,7 @@ def register(registry: kopf.OperatorRegistry, *, webhook: bool) -> None:
     kopf.on.event(
         "v1", "configmaps", id="configmap-changes", when=configmap_concerns_us, registry=registry
     )(configmap_changed)
-    deployments.register(registry)
+    if deployment_annotations:
+        deployments.register(registry)
     if webhook:
         webhook_server.register(registry)

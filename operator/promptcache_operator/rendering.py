@@ -20,16 +20,17 @@ from typing import Any
 
 import yaml
 
-from promptcache.policy import PolicyError, PolicySpec, StaticBlock, parse_policy
-from promptcache.policy.schema import ConfigMapKeyRef, ContentSource
+from promptcache.contract import MANAGED_BY_LABEL
+from promptcache.contract import MANAGED_BY_VALUE as MANAGED_BY_VALUE
+from promptcache.contract import POLICY_KEY as POLICY_KEY
+from promptcache.contract import POLICY_LABEL as POLICY_LABEL
+from promptcache.contract import configmap_name as configmap_name
+from promptcache.policy import PolicyError, PolicySpec, parse_policy
+from promptcache.policy.sources import SourceRef, resolve_async, source_refs
 from promptcache.tokens import estimate_text
 from promptcache_operator.crd import GROUP, KIND, MAX_NAME_LENGTH, VERSION
 
-CONFIGMAP_PREFIX = "promptcache-policy-"
-POLICY_KEY = "policy.yaml"
-MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "promptcache"
-POLICY_LABEL = "promptcache.io/policy"
+MANAGED_BY = MANAGED_BY_LABEL
 
 # Condition reasons (CamelCase, as Kubernetes conventions ask).
 RENDERED = "Rendered"
@@ -50,18 +51,13 @@ class Unresolvable(PolicyError):  # noqa: N818 - it is a reason, not a crash
         self.reason = reason
 
 
-def configmap_name(policy_name: str) -> str:
-    return CONFIGMAP_PREFIX + policy_name
-
-
 def references(spec: PolicySpec) -> set[str]:
     """Names of the ConfigMaps a policy reads (in its own namespace)."""
-    out: set[str] = set()
-    for block in spec.static_blocks:
-        for src in (block.content_from, block.match.exact_from if block.match else None):
-            if src is not None and src.config_map_key_ref is not None:
-                out.add(src.config_map_key_ref.name)
-    return out
+    return {
+        ref.source.config_map_key_ref.name
+        for ref in source_refs(spec)
+        if ref.source.config_map_key_ref is not None
+    }
 
 
 def raw_references(spec: Any) -> set[str]:
@@ -69,48 +65,37 @@ def raw_references(spec: Any) -> set[str]:
     if isinstance(spec, Mapping):  # kopf hands a read-only view, the schema wants a dict
         spec = dict(spec)
     try:
-        return references(parse_policy(spec or {}))
+        return references(parse_policy(spec or {}, place="cluster"))
     except PolicyError:
         return set()
 
 
-async def _text(ref: ConfigMapKeyRef, where: str, lookup: ConfigMapLookup) -> str:
-    data = await lookup(ref.name)
-    if data is None:
-        raise Unresolvable(
-            f"{where}.configMapKeyRef: ConfigMap {ref.name} not found",
-            reason=CONFIGMAP_NOT_FOUND,
-        )
-    if ref.key not in data:
-        raise Unresolvable(
-            f"{where}.configMapKeyRef: ConfigMap {ref.name} has no key {ref.key}",
-            reason=CONFIGMAP_KEY_NOT_FOUND,
-        )
-    return data[ref.key]
+def reader(lookup: ConfigMapLookup) -> Callable[[SourceRef], Awaitable[str]]:
+    """How the operator reads a text reference: a key of a ConfigMap, through ``lookup``."""
 
+    async def read(source: SourceRef) -> str:
+        ref = source.source.config_map_key_ref
+        where = f"{source.where}.configMapKeyRef"
+        if ref is None:  # parse_policy(place="cluster") refused ``file`` already
+            raise PolicyError(f"{source.where}.file: only in local policy files")
+        data = await lookup(ref.name)
+        if data is None:
+            raise Unresolvable(
+                f"{where}: ConfigMap {ref.name} not found", reason=CONFIGMAP_NOT_FOUND
+            )
+        if ref.key not in data:
+            raise Unresolvable(
+                f"{where}: ConfigMap {ref.name} has no key {ref.key}",
+                reason=CONFIGMAP_KEY_NOT_FOUND,
+            )
+        return data[ref.key]
 
-def _check_cluster_source(src: ContentSource, where: str) -> ConfigMapKeyRef:
-    if src.config_map_key_ref is None:
-        raise PolicyError(f"{where}.file: only in local policy files; use configMapKeyRef")
-    return src.config_map_key_ref
+    return read
 
 
 async def resolve(spec: PolicySpec, lookup: ConfigMapLookup) -> PolicySpec:
     """Inline every ``configMapKeyRef`` text; raise ``Unresolvable`` naming the first gap."""
-    blocks: list[StaticBlock] = []
-    for i, block in enumerate(spec.static_blocks):
-        where = f"staticBlocks[{i}]"
-        if block.content_from is not None:
-            ref = _check_cluster_source(block.content_from, f"{where}.contentFrom")
-            text = await _text(ref, f"{where}.contentFrom", lookup)
-            block = block.model_copy(update={"content": text, "content_from": None})
-        if block.match is not None and block.match.exact_from is not None:
-            ref = _check_cluster_source(block.match.exact_from, f"{where}.match.exactFrom")
-            text = await _text(ref, f"{where}.match.exactFrom", lookup)
-            match = block.match.model_copy(update={"exact": text, "exact_from": None})
-            block = block.model_copy(update={"match": match})
-        blocks.append(block)
-    return spec.model_copy(update={"static_blocks": blocks})
+    return await resolve_async(spec, reader(lookup))
 
 
 def static_texts(spec: PolicySpec) -> list[tuple[str, str, str]]:
@@ -198,7 +183,7 @@ async def evaluate(policy: Mapping[str, Any], lookup: ConfigMapLookup) -> Outcom
     if len(name) > MAX_NAME_LENGTH:
         return Outcome(False, INVALID_SPEC, f"metadata.name: at most {MAX_NAME_LENGTH} characters")
     try:
-        spec = await resolve(parse_policy(policy.get("spec") or {}), lookup)
+        spec = await resolve(parse_policy(policy.get("spec") or {}, place="cluster"), lookup)
     except Unresolvable as exc:
         return Outcome(False, exc.reason, str(exc))
     except PolicyError as exc:

@@ -10,10 +10,13 @@ arms of the demo differ only in ``base_url``: the provider directly, or the side
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import anthropic
 
@@ -69,6 +72,74 @@ class Outcome:
         return self.error is None
 
 
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One streamed Messages call as the app saw it."""
+
+    started: float
+    latency: float
+    ttft: float | None
+    usage: Usage
+    reply: str
+    error: str | None
+
+
+async def stream_call(
+    client: anthropic.AsyncAnthropic,
+    *,
+    model: str,
+    max_tokens: int,
+    system: str,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None = None,
+) -> Call:
+    """Stream one answer with the official SDK; failures are returned, not raised."""
+    started = time.monotonic()
+    ttft: float | None = None
+    parts: list[str] = []
+    extra: dict[str, Any] = {"tools": tools} if tools else {}
+    try:
+        async with client.messages.stream(
+            model=model,
+            max_tokens=max_tokens,
+            system=system,
+            messages=messages,  # type: ignore[arg-type]
+            **extra,
+        ) as stream:
+            async for text in stream.text_stream:
+                if ttft is None:
+                    ttft = time.monotonic() - started
+                parts.append(text)
+            final = await stream.get_final_message()
+    except (anthropic.APIError, OSError) as exc:
+        log.warning("request failed: %s", type(exc).__name__)
+        return Call(started, time.monotonic() - started, ttft, Usage(), "", type(exc).__name__)
+    usage = from_anthropic(final.usage.model_dump())
+    return Call(started, time.monotonic() - started, ttft, usage, "".join(parts), None)
+
+
+def outcome_of(
+    call: Call, *, user: int, conversation: int, turn: int, retrieved_tokens: int = 0
+) -> Outcome:
+    """The ``Outcome`` the demo records for ``call``."""
+    return Outcome(
+        user=user,
+        conversation=conversation,
+        turn=turn,
+        started=call.started,
+        latency=call.latency,
+        ttft=call.ttft,
+        usage=call.usage,
+        error=call.error,
+        retrieved_tokens=0 if call.error else retrieved_tokens,
+        reply_tokens=estimate_text(call.reply),
+    )
+
+
+Record = Callable[[Outcome], None]
+"""Where an app reports each request's outcome (the runner's progress and totals)."""
+
+
 class SupportAgent:
     """One app instance: a shared SDK client, as a real app server holds."""
 
@@ -85,6 +156,20 @@ class SupportAgent:
     async def close(self) -> None:
         await self._client.close()
 
+    async def conversation(self, conv: Conversation, *, time_scale: float, record: Record) -> None:
+        """Every turn of ``conv``, thinking between turns; stops at the first failure."""
+        history = list(conv.prior_history)
+        for turn in range(len(conv.questions)):
+            await asyncio.sleep(conv.think_times[turn] * time_scale)
+            outcome, reply = await self.turn(conv, turn, history)
+            record(outcome)
+            if not outcome.ok or not reply:
+                break  # the user gives up on this conversation
+            history += [
+                {"role": "user", "content": conv.questions[turn]},
+                {"role": "assistant", "content": reply},
+            ]
+
     async def turn(
         self, conv: Conversation, turn: int, history: list[dict[str, str]]
     ) -> tuple[Outcome, str]:
@@ -97,39 +182,18 @@ class SupportAgent:
             customer=conv.customer.render(),
             documents=documents,
         )
-        messages = [*history, {"role": "user", "content": question}]
-        started = time.monotonic()
-        ttft: float | None = None
-        parts: list[str] = []
-        try:
-            async with self._client.messages.stream(
-                model=self._model,
-                max_tokens=self._max_tokens,
-                system=system,
-                messages=messages,  # type: ignore[arg-type]
-            ) as stream:
-                async for text in stream.text_stream:
-                    if ttft is None:
-                        ttft = time.monotonic() - started
-                    parts.append(text)
-                final = await stream.get_final_message()
-        except (anthropic.APIError, OSError) as exc:
-            log.warning("request failed: %s", type(exc).__name__)
-            error: str | None = type(exc).__name__
-            usage, reply = Usage(), ""
-        else:
-            error = None
-            usage, reply = from_anthropic(final.usage.model_dump()), "".join(parts)
-        outcome = Outcome(
+        call = await stream_call(
+            self._client,
+            model=self._model,
+            max_tokens=self._max_tokens,
+            system=system,
+            messages=[*history, {"role": "user", "content": question}],
+        )
+        outcome = outcome_of(
+            call,
             user=conv.user,
             conversation=conv.index,
             turn=turn,
-            started=started,
-            latency=time.monotonic() - started,
-            ttft=ttft,
-            usage=usage,
-            error=error,
-            retrieved_tokens=0 if error else sum(estimate_text(d.render()) for d in documents),
-            reply_tokens=estimate_text(reply),
+            retrieved_tokens=sum(estimate_text(d.render()) for d in documents),
         )
-        return outcome, reply
+        return outcome, call.reply

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 
 from promptcache.demo.app import Outcome, legacy_header
 from promptcache.demo.corpus import retrieve
-from promptcache.demo.workload import Workload
+from promptcache.demo.workload import Workload, static_text
 from promptcache.tokens import estimate_text
 
 STAMP_TOKENS = estimate_text(
@@ -80,3 +80,50 @@ def ceiling(workload: Workload, outcomes: Sequence[Outcome]) -> Ceiling:
         any_cache=max(0.0, 1 - (new + docs_new) / total),
         documents_behind=max(0.0, 1 - (new + docs_all) / total),
     )
+
+
+def one_slot_reachable(workload: Workload, outcomes: Sequence[Outcome]) -> float:
+    """The share of prompt text a server with one cache slot could have reused.
+
+    ``llama-server -np 1`` keeps only the prompt it evaluated last and reuses its longest
+    common prefix with the next one. Laid out at best (static text first, then what is
+    the same for the conversation), a request shares with the one before it: the static
+    instructions, and when the one before was the previous turn of the same conversation,
+    also the customer block, the stored history and the previous question. Estimated
+    from characters (the server's tokenizer is not ours), over requests in the order they
+    were sent; the first request reuses nothing.
+    """
+    by_key = {(c.user, c.index): c for c in workload.conversations}
+    done = sorted((o for o in outcomes if o.ok), key=lambda o: o.started)
+    static = len(static_text())
+    stamp = len(
+        legacy_header(now=datetime(2026, 1, 1, tzinfo=UTC), request_id=str(uuid.UUID(int=0)))
+    )
+    total = reused = 0
+    replies: dict[tuple[int, int, int], int] = {
+        (o.user, o.conversation, o.turn): o.reply_tokens for o in done
+    }
+    previous: Outcome | None = None
+    for o in done:
+        conv = by_key[(o.user, o.conversation)]
+        question = conv.questions[o.turn]
+        docs = sum(len(d.render()) for d in retrieve(question, workload.config.docs_per_request))
+        prior = sum(len(m["content"]) for m in conv.prior_history)
+        earlier = sum(
+            len(conv.questions[t]) + 4 * replies.get((o.user, o.conversation, t), 0)
+            for t in range(o.turn)
+        )
+        customer = len(conv.customer.render())
+        total += stamp + static + customer + docs + prior + earlier + len(question)
+        if previous is not None:
+            reused += static
+            same = (previous.user, previous.conversation) == (o.user, o.conversation)
+            if same and previous.turn == o.turn - 1:
+                reused += (
+                    customer
+                    + prior
+                    + earlier
+                    - 4 * replies.get((o.user, o.conversation, o.turn - 1), 0)
+                )
+        previous = o
+    return reused / total if total else 0.0

@@ -1,5 +1,7 @@
-"""``promptcache demo``: the case study's workload, before and after, with one command.
+"""``promptcache demo``: an app's workload, before and after, with one command.
 
+Runs the app (the case study's support agent unless ``--app`` names another shape) three
+times: legacy, zero-config (the sidecar with no policy) and with its hand-written policy.
 Prints the side-by-side table, the targets check and the cross-check on stdout, the
 progress on stderr, writes the report folder and names it last. Exit status: 0 when
 every request succeeded and the components' token counts agree (with ``--check-targets``:
@@ -10,16 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import sys
 from datetime import datetime
 from pathlib import Path
 
+from promptcache.demo.llama import run_llama_cli
 from promptcache.demo.report import write
 from promptcache.demo.runner import DemoOptions, Progress, run_sim
 from promptcache.demo.services import ServiceError
-from promptcache.demo.workload import WorkloadConfig
+from promptcache.demo.shapes import DEFAULT, SHAPES
+from promptcache.demo.workload import WorkloadConfig, workload_from
 
 SHORT = WorkloadConfig(users=6, turns=(2, 3), think_time=(0.5, 1.5), ramp_up=1.0)
 """``--short``: a few users, two or three turns each, for tests and a quick look."""
@@ -31,6 +34,13 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
     """The demo's flags."""
     del command
     parser.add_argument("--short", action="store_true", help="a few users, a few turns, fast")
+    parser.add_argument(
+        "--app",
+        choices=sorted(SHAPES),
+        default=DEFAULT,
+        help="the app shape: support (the case study's, default), agent (tools and a "
+        "tool-use loop), rag (documents in the user message), tenants (20 system prompts)",
+    )
     parser.add_argument(
         "--backend",
         choices=("sim", "llama"),
@@ -54,21 +64,6 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the demo does")
 
 
-def workload_from(args: argparse.Namespace, base: WorkloadConfig) -> WorkloadConfig:
-    """``base`` with the workload flags given (``--users``, ``--conversations``,
-    ``--turns``, ``--seed``) applied; counts below 1 count as 1."""
-    changes: dict[str, object] = {}
-    if args.users is not None:
-        changes["users"] = max(1, args.users)
-    if args.conversations is not None:
-        changes["conversations_per_user"] = max(1, args.conversations)
-    if args.turns is not None:
-        changes["turns"] = (max(1, args.turns), max(1, args.turns))
-    if args.seed is not None:
-        changes["seed"] = args.seed
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
-
-
 def options_from(args: argparse.Namespace) -> DemoOptions:
     """``DemoOptions`` for the simulator backend from the parsed flags."""
     workload = workload_from(args, SHORT if args.short else WorkloadConfig())
@@ -76,7 +71,7 @@ def options_from(args: argparse.Namespace) -> DemoOptions:
     if scale is None:
         scale = SHORT_TIME_SCALE if args.short else DEFAULT_TIME_SCALE
     out = args.out or Path(f"demo-report-{datetime.now():%Y%m%d-%H%M%S}")
-    return DemoOptions(workload=workload, time_scale=scale, out_dir=out)
+    return DemoOptions(workload=workload, time_scale=scale, out_dir=out, app=args.app)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,8 +80,6 @@ def run(args: argparse.Namespace) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     if args.backend == "llama":
-        from promptcache.demo.llama import run_llama_cli
-
         return run_llama_cli(args)
     options = options_from(args)
     try:
@@ -97,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     path = write(comparison, options.out_dir)
     sys.stdout.write(comparison.text() + "\n\n")
     sys.stdout.write(f"Report: {path} (plots: latency.png, cost.png in {options.out_dir})\n")
-    failed = comparison.legacy.failures + comparison.promptcache.failures
+    failed = sum(a.failures for a in comparison.arms)
     targets_ok = all(t.passed for t in comparison.targets())
     sound = failed == 0 and comparison.consistent()
     return 0 if sound and (targets_ok or not args.check_targets) else 1

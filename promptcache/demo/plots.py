@@ -6,6 +6,7 @@ imported only here, only when a report is written.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -16,17 +17,17 @@ import matplotlib.pyplot as plt
 
 from promptcache.demo.summary import ArmSummary, percentile
 
-_COLOURS = {"legacy": "#c0504d", "promptcache": "#4f81bd"}
+_COLOURS = {"legacy": "#c0504d", "zero-config": "#f0a030", "policy": "#4f81bd"}
 
 
-def latency_plot(legacy: ArmSummary, promptcache: ArmSummary, path: Path) -> Path:
+def latency_plot(arms: Sequence[ArmSummary], path: Path) -> Path:
     """Cumulative distribution of request latency and time to first token per arm."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, attr, title in (
         (axes[0], "latency_s", "Request latency (streamed to the end)"),
         (axes[1], "ttft_s", "Time to first token"),
     ):
-        for arm in (legacy, promptcache):
+        for arm in arms:
             values = sorted(getattr(arm, attr))
             if not values:
                 continue
@@ -45,9 +46,8 @@ def latency_plot(legacy: ArmSummary, promptcache: ArmSummary, path: Path) -> Pat
     return path
 
 
-def cost_plot(legacy: ArmSummary, promptcache: ArmSummary, path: Path) -> Path:
+def cost_plot(arms: Sequence[ArmSummary], path: Path) -> Path:
     """Stacked bars: average USD per request, by token kind, per arm."""
-    arms = (legacy, promptcache)
     kinds = (
         ("uncached input", "uncached", "#7f7f7f"),
         ("cache write", "cache_write", "#f79646"),

@@ -1,9 +1,11 @@
-"""Drive both arms of the demo: the same users, the same seed, fresh caches for each.
+"""Drive the three arms of the demo: the same users, the same seed, fresh caches for each.
 
 ``legacy`` sends the app's requests straight to the provider (the simulator);
-``promptcache`` sends the same app's requests through a sidecar with the demo policy.
-Each arm gets a freshly started simulator, so no cache entry leaks from one arm into
-the other, and the same time scale, so their latencies compare. Users are asyncio tasks
+``zero-config`` sends the same app's requests through a sidecar started with no policy
+at all, as a team that only annotates its deployment gets it; ``policy`` through a
+sidecar with the app's hand-written PromptPolicy. Each arm gets a freshly started
+simulator (and sidecar), so no cache entry leaks from one arm into another, and the same
+time scale, so their latencies compare. Users are asyncio tasks
 sharing one SDK client, as in one app server; they start over a ramp-up, think between
 turns, and stop at a deadline so a run is bounded in time whatever happens.
 """
@@ -23,8 +25,7 @@ from typing import Protocol, TextIO
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from promptcache.demo.app import Outcome, SupportAgent
-from promptcache.demo.ceiling import ceiling
+from promptcache.demo.app import Outcome
 from promptcache.demo.report import Comparison, Counted
 from promptcache.demo.services import (
     Service,
@@ -34,14 +35,15 @@ from promptcache.demo.services import (
     simulator,
     simulator_tokens,
 )
+from promptcache.demo.shapes import DEFAULT, SHAPES, AppShape, AppWorkload
 from promptcache.demo.summary import summarise
-from promptcache.demo.workload import POLICY_DIR, Workload, WorkloadConfig, generate
+from promptcache.demo.workload import WorkloadConfig
 from promptcache.models import lookup
-from promptcache.tokens import estimate_text
 
 log = logging.getLogger(__name__)
 
-DEFAULT_POLICY = POLICY_DIR / "support-agent.yaml"
+ARMS = ("legacy", "zero-config", "policy")
+"""Direct to the provider; through a sidecar with no policy; with the hand-written one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,8 @@ class DemoOptions:
     time_scale: float = 0.25
     """Real seconds per simulated second (0.25: four times faster than the provider)."""
     out_dir: Path = Path("demo-report")
-    policy: Path = DEFAULT_POLICY
+    app: str = DEFAULT
+    """The app shape (``promptcache.demo.shapes.SHAPES``)."""
     request_timeout: float = 120.0
     """Real seconds the SDK waits for one answer."""
     arm_deadline: float = 600.0
@@ -111,7 +114,8 @@ class Progress:
 
 
 async def drive(
-    workload: Workload,
+    shape: AppShape,
+    workload: AppWorkload,
     *,
     base_url: str,
     time_scale: float,
@@ -122,29 +126,16 @@ async def drive(
 ) -> list[Outcome]:
     """Run every user of ``workload`` against ``base_url``; return all outcomes."""
     config = workload.config
-    agent = SupportAgent(
-        base_url=base_url,
-        model=config.model,
-        max_tokens=config.max_tokens,
-        docs_per_request=config.docs_per_request,
-        timeout=request_timeout,
-    )
+    app = shape.client(base_url, config, request_timeout)
     outcomes: list[Outcome] = []
+
+    def record(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+        progress.update(outcome)
 
     async def user(index: int) -> None:
         for conv in workload.for_user(index):
-            history = list(conv.prior_history)
-            for turn in range(len(conv.questions)):
-                await asyncio.sleep(conv.think_times[turn] * time_scale)
-                outcome, reply = await agent.turn(conv, turn, history)
-                outcomes.append(outcome)
-                progress.update(outcome)
-                if not outcome.ok or not reply:
-                    break  # the user gives up on this conversation
-                history += [
-                    {"role": "user", "content": conv.questions[turn]},
-                    {"role": "assistant", "content": reply},
-                ]
+            await app.conversation(conv, time_scale=time_scale, record=record)
 
     progress.begin(arm, workload.requests)
     try:
@@ -154,7 +145,7 @@ async def drive(
         log.warning("%s: deadline of %.0fs reached; unfinished users cancelled", arm, deadline)
     finally:
         progress.end()
-        await agent.close()
+        await app.close()
     return outcomes
 
 
@@ -178,16 +169,13 @@ async def _settled_metrics(admin_url: str, expected: int, wait_s: float = 5.0) -
     return text
 
 
-def describe(workload: Workload) -> str:
+def describe(shape: AppShape, workload: AppWorkload) -> str:
     """The workload in one line, with the prompt's proportions."""
-    from promptcache.demo.workload import static_text
-
     c = workload.config
     return (
-        f"{c.users} concurrent users, {len(workload.conversations)} conversations of "
-        f"{c.turns[0]}-{c.turns[1]} turns ({workload.requests} requests per arm), "
-        f"model {c.model}, ~{estimate_text(static_text()):,} static tokens per request, "
-        f"seed {c.seed}"
+        f"{shape.name} ({shape.title}): {c.users} concurrent users, "
+        f"{len(workload.conversations)} conversations ({workload.requests} requests per arm), "
+        f"model {c.model}, ~{shape.static_tokens():,} static tokens per request, seed {c.seed}"
     )
 
 
@@ -208,6 +196,13 @@ class Backend(Protocol):
 
     async def notes(self, arm: str, base_url: str) -> list[str]:
         """Lines for the report about the arm just run (e.g. the server's own timings)."""
+        ...
+
+    def reachable(
+        self, shape: AppShape, workload: AppWorkload, outcomes: list[Outcome]
+    ) -> float | None:
+        """A real server's reusable share of the prompts (None: the simulator's ceiling
+        applies instead)."""
         ...
 
 
@@ -240,6 +235,11 @@ class SimBackend:
             f"{model.get('promptcache_sim_prefill_queue_seconds', math.nan):.2f} s"
         ]
 
+    def reachable(
+        self, shape: AppShape, workload: AppWorkload, outcomes: list[Outcome]
+    ) -> float | None:
+        return None
+
 
 def _means(metrics_text: str) -> dict[str, float]:
     """Mean of each histogram in a Prometheus text (sum / count, all labels together)."""
@@ -257,10 +257,12 @@ def _means(metrics_text: str) -> dict[str, float]:
 
 
 async def run_arms(options: DemoOptions, backend: Backend, progress: Progress) -> Comparison:
-    """Both arms, each against a fresh provider; the promptcache arm through a sidecar."""
-    workload = generate(options.workload)
+    """The three arms, each against a fresh provider; two of them through a fresh sidecar."""
+    shape = SHAPES[options.app]
+    workload = shape.generate(options.workload)
     run = functools.partial(
         drive,
+        shape,
         workload,
         time_scale=options.time_scale,
         progress=progress,
@@ -270,7 +272,7 @@ async def run_arms(options: DemoOptions, backend: Backend, progress: Progress) -
     counted: list[Counted] = []
     notes: list[str] = []
     outcomes: dict[str, list[Outcome]] = {}
-    for arm in ("legacy", "promptcache"):
+    for arm in ARMS:
         log_dir = options.out_dir / "logs" / arm
         provider, base = backend.provider(arm, log_dir)
         async with provider:
@@ -278,7 +280,10 @@ async def run_arms(options: DemoOptions, backend: Backend, progress: Progress) -
                 outcomes[arm] = await run(base_url=base, arm=arm)
             else:
                 proxy, proxy_url, admin_url = sidecar(
-                    policy=options.policy, anthropic=base, openai=base, log_dir=log_dir
+                    policy=shape.policy if arm == "policy" else None,
+                    anthropic=base,
+                    openai=base,
+                    log_dir=log_dir,
                 )
                 async with proxy:
                     outcomes[arm] = await run(base_url=proxy_url, arm=arm)
@@ -288,21 +293,23 @@ async def run_arms(options: DemoOptions, backend: Backend, progress: Progress) -
             notes += await backend.notes(arm, base)
 
     info = lookup("anthropic", options.workload.model)
-    legacy = summarise("legacy", outcomes["legacy"], time_scale=options.time_scale, info=info)
-    cached = summarise(
-        "promptcache", outcomes["promptcache"], time_scale=options.time_scale, info=info
-    )
+    arms = {a: summarise(a, outcomes[a], time_scale=options.time_scale, info=info) for a in ARMS}
     notes += [
         f"{a.name}: mean time to first token as the app measured it {a.ttft_average:.2f} s"
-        for a in (legacy, cached)
+        for a in arms.values()
     ]
+    estimated = backend.estimates_tokens
     return Comparison(
-        legacy=legacy,
-        promptcache=cached,
-        ceiling=ceiling(workload, outcomes["promptcache"]) if backend.estimates_tokens else None,
+        legacy=arms["legacy"],
+        promptcache=arms["policy"],
+        zero_config=arms["zero-config"],
+        ceiling=shape.ceiling(workload, outcomes["policy"]) if estimated else None,
         time_scale=options.time_scale,
         backend=backend.name,
-        workload=describe(workload),
+        workload=describe(shape, workload),
+        app=shape.name,
+        case_study=shape.case_study,
+        reachable=backend.reachable(shape, workload, outcomes["policy"]),
         counted=counted,
         notes=notes,
     )

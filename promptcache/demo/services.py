@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -33,12 +34,19 @@ class ServiceError(RuntimeError):
     """A helper process did not come up."""
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 right now (the OS picks them; the
+    sockets are held open together while chosen, so no two are the same)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port free on 127.0.0.1 right now."""
+    return free_ports(1)[0]
 
 
 def promptcache_command(*args: str) -> list[str]:
@@ -57,10 +65,13 @@ class Service:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    async def start(self, *, wait_s: float = 60.0) -> None:
+    async def start(self, *, wait_s: float = 180.0) -> None:
+        # 180 s, not 60: on a 2-core machine shared with other work (load average near
+        # 100) the sidecar once took over 60 s just to import and bind.
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("PROMPTCACHE_POLICY", None)  # the demo says which policy, or none
         self._proc = subprocess.Popen(  # noqa: ASYNC220 - a long-lived child, not awaited
             self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=env
         )
@@ -82,6 +93,11 @@ class Service:
                             return
                 await asyncio.sleep(0.1)
         raise ServiceError(f"{self.name} not ready after {wait_s:.0f}s: {self.tail()}")
+
+    @property
+    def pid(self) -> int | None:
+        """The running process's id (``None`` before start and after stop)."""
+        return self._proc.pid if self._proc is not None else None
 
     def tail(self, chars: int = 1500) -> str:
         try:
@@ -119,8 +135,11 @@ class Service:
         self.stop()
 
 
-def simulator(*, time_scale: float, seed: int, log_dir: Path) -> tuple[Service, str]:
-    """A fresh provider simulator; returns the service and its base URL."""
+def simulator(
+    *, time_scale: float, seed: int, log_dir: Path, extra: Sequence[str] = ()
+) -> tuple[Service, str]:
+    """A fresh provider simulator (``extra``: more ``simulate`` flags); returns the
+    service and its base URL."""
     port = free_port()
     argv = promptcache_command(
         "simulate",
@@ -130,15 +149,18 @@ def simulator(*, time_scale: float, seed: int, log_dir: Path) -> tuple[Service, 
         f"{time_scale:g}",
         "--seed",
         str(seed),
+        *extra,
     )
     base = f"http://127.0.0.1:{port}"
     return Service("simulator", argv, ready_url=base + "/sim/stats", log_dir=log_dir), base
 
 
 def sidecar(
-    *, policy: Path, anthropic: str, openai: str, log_dir: Path
+    *, policy: Path | None, anthropic: str, openai: str, log_dir: Path
 ) -> tuple[Service, str, str]:
-    """A sidecar in front of the given upstreams; returns it, its base URL and admin URL."""
+    """A sidecar in front of the given upstreams; returns it, its base URL and admin URL.
+
+    ``policy=None`` starts it with no policy at all (the zero-config arm)."""
     port, admin = free_port(), free_port()
     argv = promptcache_command(
         "sidecar",
@@ -146,8 +168,7 @@ def sidecar(
         f"127.0.0.1:{port}",
         "--admin-listen",
         f"127.0.0.1:{admin}",
-        "--policy",
-        str(policy),
+        *(("--policy", str(policy)) if policy is not None else ()),
         "--anthropic-upstream",
         anthropic,
         "--openai-upstream",

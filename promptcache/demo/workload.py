@@ -11,6 +11,8 @@ send the same conversations.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import functools
 import random
 import uuid
@@ -277,3 +279,18 @@ def generate(config: WorkloadConfig) -> Workload:
         for index in range(config.conversations_per_user)
     )
     return Workload(config=config, conversations=convs)
+
+
+def workload_from(args: argparse.Namespace, base: WorkloadConfig) -> WorkloadConfig:
+    """``base`` with the workload flags given (``--users``, ``--conversations``,
+    ``--turns``, ``--seed``) applied; counts below 1 count as 1."""
+    changes: dict[str, object] = {}
+    if args.users is not None:
+        changes["users"] = max(1, args.users)
+    if args.conversations is not None:
+        changes["conversations_per_user"] = max(1, args.conversations)
+    if args.turns is not None:
+        changes["turns"] = (max(1, args.turns), max(1, args.turns))
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]

@@ -1,7 +1,9 @@
 """The PromptPolicy spec: one schema for the sidecar's policy file, the CRD and the CLI.
 
-``schema`` holds the pydantic models; ``loading`` reads a policy file (YAML, either a
-bare spec or a whole ``PromptPolicy`` object) and resolves block contents from files.
+``schema`` holds the pydantic models (and which text references each place allows);
+``sources`` finds a policy's text references and inlines them, whoever reads them (a
+local file, the operator's ConfigMaps); ``loading`` reads a policy file (YAML, either a
+bare spec or a whole ``PromptPolicy`` object) and resolves its texts from files.
 """
 
 from promptcache.policy.loading import (

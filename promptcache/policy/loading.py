@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from promptcache.policy.schema import PolicySpec, StaticBlock
+from promptcache.policy.schema import Place, PolicySpec
+from promptcache.policy.sources import SourceRef, resolve
 
 
 class PolicyError(ValueError):
@@ -41,8 +42,12 @@ def describe_validation_error(exc: ValidationError) -> str:
     return f"{_loc(tuple(first['loc']))}: {msg}{more}"
 
 
-def parse_policy(data: Any) -> PolicySpec:
-    """Validate a bare spec or a whole ``PromptPolicy`` object (its ``spec`` is used)."""
+def parse_policy(data: Any, *, place: Place | None = None) -> PolicySpec:
+    """Validate a bare spec or a whole ``PromptPolicy`` object (its ``spec`` is used).
+
+    ``place`` says where the policy is read, and so which text references it may hold
+    (``file`` locally, ``configMapKeyRef`` in a cluster); ``None`` accepts both.
+    """
     if isinstance(data, dict) and data.get("kind") == "PromptPolicy":
         data = data.get("spec") or {}
     if data is None:
@@ -50,45 +55,26 @@ def parse_policy(data: Any) -> PolicySpec:
     if not isinstance(data, dict):
         raise PolicyError(f"spec: expected a mapping, got {type(data).__name__}")
     try:
-        return PolicySpec.model_validate(data)
+        return PolicySpec.model_validate(data, context={"place": place})
     except ValidationError as exc:
         raise PolicyError(describe_validation_error(exc)) from exc
 
 
-def _read(base: Path, name: str, where: str) -> str:
-    try:
-        return (base / name).read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(f"{where}: cannot read {name}: {type(exc).__name__}") from exc
-
-
 def resolve_files(spec: PolicySpec, base: Path) -> PolicySpec:
-    """Inline ``contentFrom.file`` block contents, read relative to ``base``."""
-    blocks: list[StaticBlock] = []
-    for i, block in enumerate(spec.static_blocks):
-        src = block.content_from
-        if src is not None and src.file is not None:
-            text = _read(base, src.file, f"staticBlocks[{i}].contentFrom.file")
-            block = block.model_copy(update={"content": text, "content_from": None})
-        if block.match is not None and block.match.exact_from is not None:
-            efrom = block.match.exact_from
-            if efrom.file is None:
-                raise PolicyError(
-                    f"staticBlocks[{i}].match.exactFrom.configMapKeyRef: resolved by the "
-                    "operator; a local policy file needs exact or exactFrom.file"
-                )
-            text = _read(base, efrom.file, f"staticBlocks[{i}].match.exactFrom.file")
-            block = block.model_copy(
-                update={"match": block.match.model_copy(update={"exact": text, "exact_from": None})}
-            )
-        elif src is not None and src.config_map_key_ref is not None:
-            ref = src.config_map_key_ref
+    """Inline the ``file`` texts of a local policy, read relative to ``base``."""
+
+    def read(ref: SourceRef) -> str:
+        name = ref.source.file
+        if name is None:  # parse_policy(place="local") refused configMapKeyRef already
+            raise PolicyError(f"{ref.where}.configMapKeyRef: resolved by the operator")
+        try:
+            return (base / name).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
             raise PolicyError(
-                f"staticBlocks[{i}].contentFrom.configMapKeyRef: {ref.name}/{ref.key} is "
-                "resolved by the operator; a local policy file needs content or file"
-            )
-        blocks.append(block)
-    return spec.model_copy(update={"static_blocks": blocks})
+                f"{ref.where}.file: cannot read {name}: {type(exc).__name__}"
+            ) from exc
+
+    return resolve(spec, read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +114,7 @@ def load_policy_file(path: str | Path) -> LoadedPolicy:
     p = Path(path)
     data = read_yaml_file(p)
     try:
-        spec = resolve_files(parse_policy(data), p.parent)
+        spec = resolve_files(parse_policy(data, place="local"), p.parent)
     except PolicyError as exc:
         raise PolicyError(f"{p}: {exc}") from exc
     return LoadedPolicy(name=policy_name(data, p), spec=spec)

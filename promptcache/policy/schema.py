@@ -14,17 +14,28 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+
+from promptcache.wire import PolicyTtl, Provider
 
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, examples=["500ms", "5m", "1h30m"])]
-Provider = Literal["anthropic", "openai", "openai-compatible"]
-Ttl = Literal["5m", "1h", "auto"]
 Role = Literal["system", "developer", "user", "assistant"]
+Place = Literal["local", "cluster"]
+"""Where a policy is read: a local file (texts from ``file``) or a PromptPolicy object in a
+cluster (texts from ``configMapKeyRef``). Passed as the validation context ``{"place": ...}``;
+without it both kinds validate (``promptcache policy check`` of a spec on its own)."""
 
 
 def parse_duration(value: str) -> float:
@@ -44,6 +55,16 @@ class _Model(BaseModel):
     )
 
 
+def _place(info: ValidationInfo) -> Place | None:
+    context = info.context
+    place = context.get("place") if isinstance(context, dict) else None
+    if place == "local":
+        return "local"
+    if place == "cluster":
+        return "cluster"
+    return None
+
+
 class ConfigMapKeyRef(_Model):
     """A key of a ConfigMap in the policy's namespace (resolved by the operator)."""
 
@@ -58,6 +79,25 @@ class ContentSource(_Model):
     """In a cluster: the operator reads this key and inlines it into the rendered policy."""
     file: str | None = None
     """Locally: a path, relative to the policy file's folder."""
+
+    @field_validator("config_map_key_ref")
+    @classmethod
+    def _cluster_only(
+        cls, ref: ConfigMapKeyRef | None, info: ValidationInfo
+    ) -> ConfigMapKeyRef | None:
+        if ref is not None and _place(info) == "local":
+            raise ValueError(
+                f"{ref.name}/{ref.key} is resolved by the operator; a local policy file "
+                "needs the text inline or from a file"
+            )
+        return ref
+
+    @field_validator("file")
+    @classmethod
+    def _local_only(cls, file: str | None, info: ValidationInfo) -> str | None:
+        if file is not None and _place(info) == "cluster":
+            raise ValueError("only in local policy files; use configMapKeyRef")
+        return file
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ContentSource:
@@ -100,7 +140,7 @@ class StaticBlock(_Model):
     mode: Literal["inject", "match"] = "inject"
     """``inject``: the sidecar puts the block first (the app no longer sends it);
     ``match``: the app sends it and ``match`` says how to recognise it."""
-    ttl: Ttl = "5m"
+    ttl: PolicyTtl = "5m"
     """Cache lifetime: ``5m``, ``1h``, or ``auto`` (chosen from observed reuse)."""
     content: str | None = None
     """Inline text of the block (``inject`` mode)."""

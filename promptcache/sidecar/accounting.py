@@ -1,11 +1,16 @@
-"""Recording what one call did, once it is over: outcome, tokens, cost, timing, cache misses.
+"""The record stage: what one call did, recorded exactly once, by one owner.
 
-Everything is counted exactly once per call, at its end, from the final usage (for a
-stream: the usage the stream reported last, never a sum of its events), which is where
-the peer gateways double-counted cache writes. Recording fails open too: a bug here
-costs a metric, never the app's answer. An answered call is counted off the app's path
-(``finish_soon``: the ledger's backlog), with its times taken when its answer was done;
-anything that reads the metrics sees every answered call.
+``Recording`` is the owner. The handler opens it as a context manager around the whole
+request path and tells it what each stage produced; whichever way the handler leaves
+(an answer relayed, an error answered by the sidecar, the app hanging up), its exit
+records the call once: outcome, tokens, cost, timing, cache misses, and the trace span.
+
+Everything is counted from the final usage (for a stream: the usage the stream reported
+last, never a sum of its events), which is where the peer gateways double-counted cache
+writes. Recording fails open too: a bug here costs a metric, never the app's answer. An
+answered call is counted off the app's path (queued in the state's ``Backlog``), with
+its times taken when its answer was done; anything that reads the metrics sees every
+answered call.
 """
 
 from __future__ import annotations
@@ -15,22 +20,23 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import partial
+from types import TracebackType
 
 from opentelemetry.trace import Span
 
-from promptcache.models import Provider
 from promptcache.policy import LoadedPolicy
-from promptcache.sidecar.errors import Family
 from promptcache.sidecar.planner import Plan
 from promptcache.sidecar.relay import Relayed
 from promptcache.sidecar.state import SidecarState
+from promptcache.usage import Usage
+from promptcache.wire import Family, Provider
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
 class Call:
-    """Bookkeeping of one proxied call while it runs."""
+    """What the record stage knows of one call while it runs (filled in by ``Recording``)."""
 
     arrived: float
     """``perf_counter`` when the handler started."""
@@ -51,62 +57,98 @@ class Call:
     """``perf_counter`` when the first upstream attempt started."""
 
 
-def finish(state: SidecarState, call: Call, seen: Relayed | None) -> None:
+class Recording:
+    """The one owner of a call's record: ``with Recording(state, call) as rec: ...``.
+
+    ``answered`` hands over the relayed answer (counted off the app's path); ``failed``
+    says how a call without an answer ended. On exit exactly one record is made; a
+    cancelled handler (the app hung up) records ``client_closed``. An unexpected error
+    (a bug of ours; the handler then fails open) ends the span and counts nothing.
+    """
+
+    __slots__ = ("_seen", "call", "state")
+
+    def __init__(self, state: SidecarState, call: Call) -> None:
+        self.state = state
+        self.call = call
+        self._seen: Relayed | None = None
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def answered(self, seen: Relayed) -> None:
+        self._seen = seen
+
+    def failed(self, outcome: str, status: int | None = None) -> None:
+        self.call.outcome = outcome
+        self.call.status = status
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        state, call, seen = self.state, self.call, self._seen
+        ended = time.perf_counter()
+        now = time.monotonic()
+        if seen is not None:
+            if call.span is not None:  # so that the span ends with the answer
+                asyncio.get_running_loop().call_soon(_record, state, call, seen, ended, now)
+            else:
+                state.backlog.add(partial(_record, state, call, seen, ended, now))
+            return
+        if exc_type is not None and not issubclass(exc_type, asyncio.CancelledError):
+            call.outcome = "internal_error"
+            _finish_span(state, call, None, None)
+            return
+        if exc_type is not None:
+            call.outcome = "client_closed"
+        _record(state, call, None, ended, now)
+
+
+def _record(
+    state: SidecarState, call: Call, seen: Relayed | None, ended: float, now: float
+) -> None:
     """Record the call in metrics and its span; never raises."""
-    ended = time.perf_counter()
+    usage: Usage | None = None
+    model: str | None = None
     try:
         if seen is not None:
-            seen.read_usage()
-        _record(state, call, seen, ended, time.monotonic())
+            usage, model = seen.read_usage()
+        _count(state, call, seen, usage, ended, now)
     except Exception as exc:
         state.metrics.transform_errors.labels(call.provider, "measure").inc()
         log.warning("recording a call failed: %s", type(exc).__name__)
     finally:
-        _finish_span(state, call, seen)
+        _finish_span(state, call, seen, usage, model)
 
 
-def _finish_span(state: SidecarState, call: Call, seen: Relayed | None) -> None:
+def _finish_span(
+    state: SidecarState,
+    call: Call,
+    seen: Relayed | None,
+    usage: Usage | None,
+    model: str | None = None,
+) -> None:
     state.tracer.finish(
         call.span,
         status=seen.status if seen else call.status,
         outcome=seen.outcome if seen else call.outcome,
-        response_model=seen.model if seen else None,
-        usage=seen.usage if seen else None,
+        response_model=model,
+        usage=usage,
         retries=call.retries,
         policy=call.policy_label,
     )
 
 
-def finish_soon(state: SidecarState, call: Call, seen: Relayed) -> None:
-    """``finish`` once the answer is done or on its way: the app does not wait for accounting.
-
-    Durations and the planner's clock are taken now, when the answer is done; the rest
-    waits in the ledger's backlog (``sidecar.ledger.Backlog``: run while the next call
-    waits for its upstream, or when the loop is idle, and always before metrics are
-    read). A traced call is finished on the loop's next turn instead, so its span ends
-    with the answer.
-    """
-    ended = time.perf_counter()
-    now = time.monotonic()
-    if call.span is not None:
-        asyncio.get_running_loop().call_soon(_finish_at, state, call, seen, ended, now)
-    else:
-        state.metrics.ledger.backlog.add(partial(_finish_at, state, call, seen, ended, now))
-
-
-def _finish_at(state: SidecarState, call: Call, seen: Relayed, ended: float, now: float) -> None:
-    try:
-        seen.read_usage()
-        _record(state, call, seen, ended, now)
-    except Exception as exc:
-        state.metrics.transform_errors.labels(call.provider, "measure").inc()
-        log.warning("recording a call failed: %s", type(exc).__name__)
-    finally:
-        _finish_span(state, call, seen)
-
-
-def _record(
-    state: SidecarState, call: Call, seen: Relayed | None, ended: float, now: float
+def _count(
+    state: SidecarState,
+    call: Call,
+    seen: Relayed | None,
+    usage: Usage | None,
+    ended: float,
+    now: float,
 ) -> None:
     metrics = state.metrics
     provider, model, policy = call.provider, call.model, call.policy_label
@@ -123,7 +165,6 @@ def _record(
     if seen.first_byte_at is not None:
         ledger.ttft.observe((provider, policy), seen.first_byte_at - call.arrived)
     pricing = call.policy.spec.pricing if call.policy else None
-    usage = seen.usage
     if usage is not None:
         metrics.record_usage(
             provider=provider, model=model, policy=policy, usage=usage, pricing=pricing

@@ -41,14 +41,16 @@ async def readyz(request: web.Request) -> web.Response:
 
     A policy file that never validated leaves the sidecar ready in pass-through mode:
     holding the app's pod back would fail requests that work without the sidecar.
+    The admin port is reachable from the pod network (Prometheus, the kubelet), so the
+    answer carries no detail an attacker could use: no upstream list and no error text
+    (the policy's error is in the sidecar's log), only whether the last file was rejected.
     """
     state = request.app[STATE]
     policy = state.policy
     body = {
         "ready": state.ready,
-        "upstreams": sorted(state.upstreams),
         "policy": policy.current.name if policy.current else None,
-        "policyError": policy.last_error,
+        "policyRejected": policy.last_error is not None,
     }
     return web.json_response(body, status=200 if state.ready else 503)
 

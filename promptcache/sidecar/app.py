@@ -19,16 +19,18 @@ from aiohttp import web
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
+from promptcache.sidecar.backlog import Backlog
 from promptcache.sidecar.config import SidecarSettings
-from promptcache.sidecar.errors import Family
+from promptcache.sidecar.context import ContextFetcher, ContextMetrics
 from promptcache.sidecar.learning_metrics import LearningCollector
 from promptcache.sidecar.metrics import Metrics
 from promptcache.sidecar.planner import Planner
 from promptcache.sidecar.policy_watch import PolicyWatch
-from promptcache.sidecar.proxy import ROUTES, llm_call, passthrough
+from promptcache.sidecar.proxy import llm_call, passthrough
 from promptcache.sidecar.state import STATE, SidecarState
 from promptcache.sidecar.tracing import CallTracer
 from promptcache.sidecar.upstream import Upstream, make_session
+from promptcache.wire import ROUTES, Family
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +43,16 @@ def build_state(
     planner: Planner | None = None,
 ) -> SidecarState:
     """The shared state, before any session exists (the app's lifecycle adds them)."""
-    metrics = Metrics(registry)
+    backlog = Backlog()
+    metrics = Metrics(registry, before_collect=backlog.run)
     if planner is None:
         planner = Planner(learning=settings.learning, observe=settings.mode == "observe")
     registry.register(LearningCollector(planner))
     return SidecarState(
         settings=settings,
         metrics=metrics,
+        backlog=backlog,
+        context_metrics=ContextMetrics(registry),
         tracer=CallTracer(tracer_provider),
         policy=PolicyWatch(
             settings.policy, metrics=metrics, interval=settings.policy_poll_interval
@@ -83,6 +88,7 @@ def _lifecycle(
         context_session = _attach_context(state, tracer_provider)
         state.policy.check()
         watcher = asyncio.create_task(state.policy.run(), name="promptcache-policy-watch")
+        lag = asyncio.create_task(state.metrics.loop_lag.run(), name="promptcache-loop-lag")
         state.upstreams = {
             family: Upstream(name=family, base_url=base, session=session, settings=settings)
             for (family, base), session in zip(bases.items(), sessions, strict=True)
@@ -96,33 +102,28 @@ def _lifecycle(
             yield
         finally:
             state.upstreams = {}
-            state.metrics.ledger.backlog.close()  # in-flight calls are over: count them all
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            state.backlog.close()  # in-flight calls are over: count them all
+            for task in (watcher, lag):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             for session in sessions:
                 await session.close()
-            if context_session is not None:
-                await context_session.close()
+            state.context = None
+            await context_session.close()
 
     return lifecycle
 
 
 def _attach_context(
     state: SidecarState, tracer_provider: trace.TracerProvider | None
-) -> aiohttp.ClientSession | None:
-    """Plug ``sidecar.context`` into the request path (None if it is not installed)."""
-    try:
-        from promptcache.sidecar.context import ContextFetcher, ContextMetrics
-    except ImportError:
-        return None
+) -> aiohttp.ClientSession:
+    """Plug the context fetcher into the request path, on a session of its own."""
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None),
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
     )
-    if state.context_metrics is None:
-        state.context_metrics = ContextMetrics(state.metrics.registry)
     state.context = ContextFetcher(
         session=session,
         metrics=state.context_metrics,

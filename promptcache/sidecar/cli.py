@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from pydantic import ValidationError
 
+from promptcache.contract import sidecar_flag
 from promptcache.policy import describe_validation_error
 from promptcache.sidecar.admin import create_admin_app
 from promptcache.sidecar.app import build_state, create_app
@@ -58,7 +59,7 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
     for name, (metavar, help_text) in _FLAGS.items():
         env = "PROMPTCACHE_" + name.upper()
         parser.add_argument(
-            "--" + name.replace("_", "-"),
+            sidecar_flag(name),
             dest=name,
             metavar=metavar,
             default=None,

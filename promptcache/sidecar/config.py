@@ -9,11 +9,18 @@ SDKs wait up to 600 s for a response) so the sidecar never gives up before the a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from yarl import URL
+
+from promptcache.contract import (
+    DEFAULT_ADMIN_LISTEN,
+    DEFAULT_LISTEN,
+    DEFAULT_MODE,
+    ENV_PREFIX,
+    Mode,
+)
 
 MIB = 1024 * 1024
 
@@ -21,11 +28,11 @@ MIB = 1024 * 1024
 class SidecarSettings(BaseSettings):
     """Configuration of one sidecar process."""
 
-    model_config = SettingsConfigDict(env_prefix="PROMPTCACHE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    listen: str = "127.0.0.1:8787"
+    listen: str = DEFAULT_LISTEN
     """``host:port`` the app's LLM calls arrive on; loopback only, the app is in the pod."""
-    admin_listen: str = "0.0.0.0:9787"
+    admin_listen: str = DEFAULT_ADMIN_LISTEN
     """``host:port`` of ``/metrics``, ``/healthz``, ``/readyz`` (scraped from outside the pod)."""
     policy: Path | None = None
     """The PromptPolicy file (YAML), reloaded when it changes; none means pass-through."""
@@ -59,7 +66,7 @@ class SidecarSettings(BaseSettings):
     retry_backoff: float = Field(default=0.5, ge=0)
     """First backoff without ``retry-after``, seconds; doubles each attempt, full jitter."""
 
-    mode: Literal["apply", "observe"] = "apply"
+    mode: Mode = DEFAULT_MODE
     """``observe``: learn templates and report what would change, but send every request
     as the app sent it (byte-identical). A policy that sets its own ``mode`` wins."""
     learning: bool = True

@@ -11,12 +11,10 @@ the sidecar and the upstream, never request content.
 from __future__ import annotations
 
 import json
-from typing import Literal
 
 from aiohttp import web
 
-Family = Literal["anthropic", "openai"]
-"""Which wire shape a route speaks (OpenAI-compatible servers speak ``openai``)."""
+from promptcache.wire import Family
 
 # status -> (anthropic error type, openai error type, openai code)
 _TYPES: dict[int, tuple[str, str, str]] = {

@@ -19,12 +19,13 @@ from typing import Any
 from promptcache.models import lookup
 from promptcache.policy import PolicyError, PolicySpec, load_policy_file
 from promptcache.policy.schema import StaticBlock
-from promptcache.sidecar.planner import ContextBlock, Plan, Planner, PlanRequest, Route
+from promptcache.sidecar.planner import ContextBlock, Plan, Planner, PlanRequest
 from promptcache.sidecar.planner.types import describe_breakpoints
 from promptcache.sidecar.planner.volatile import Detector
 from promptcache.sidecar.suggest import SuggestError, read_requests, suggest, write
 from promptcache.sidecar.templates_view import templates_report
 from promptcache.tokens import estimate_json, estimate_text
+from promptcache.wire import ROUTES, Route
 
 _CONTEXT_NAME = re.compile(r'^<context name="([^"]+)">$', re.MULTILINE)
 PREVIEW = 60
@@ -244,8 +245,9 @@ def _load_request(path: str) -> dict[str, Any]:
 
 
 def _route(body: dict[str, Any], spec: PolicySpec | None, chosen: str | None) -> Route:
-    if chosen in ("messages", "chat", "responses"):
-        return chosen  # type: ignore[return-value]
+    for route in ROUTES.values():
+        if chosen == route:
+            return route
     if "input" in body or "instructions" in body:
         return "responses"
     if spec is not None:

@@ -7,88 +7,20 @@ machine; here it is a few dictionary and list operations. Everything runs on the
 loop (the aiohttp ``/metrics`` handler included), so no lock is needed. ``collect``
 exposes the same names, types and labels the metric objects would.
 
-Counting a call is not needed to answer it, so it waits in a ``Backlog`` until the loop
-has nothing better to do (see ``Backlog``); every ``collect`` runs the backlog first,
-so what a scrape or a test reads is always exact.
+Counting a call is not needed to answer it, so it waits in the state's backlog
+(``sidecar.backlog.Backlog``) until the loop has nothing better to do; every ``collect``
+runs ``before_collect`` (the backlog) first, so what a scrape or a test reads is exact.
 """
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-import logging
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-log = logging.getLogger(__name__)
-
 _TOKEN_KINDS = ("cache_read", "cache_write", "uncached")
-IDLE_DELAY = 0.005
-"""Seconds a backlog waits for a better moment before it runs anyway."""
-
-
-class Backlog:
-    """Bookkeeping of answered calls, run off the path of the next call's request and answer.
-
-    On a keep-alive connection the app's next request often arrives while the previous
-    call is still being counted (~30 us with the planner's miss diagnosis), and waits for
-    it. Queued here instead, the work runs when the proxy next sends a request upstream
-    (``run_soon``: after that request is on the wire, while the upstream works on it) or,
-    when no call follows, ``IDLE_DELAY`` seconds later. ``CallLedger.collect`` runs it
-    first, so nothing a scrape reads is missing. Items run in order and never raise here.
-    """
-
-    __slots__ = ("_items", "_soon", "_timer")
-
-    def __init__(self) -> None:
-        self._items: deque[Callable[[], None]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
-        self._soon: asyncio.TimerHandle | None = None
-
-    def add(self, work: Callable[[], None]) -> None:
-        """Queue ``work`` (on the event loop); it runs within ``IDLE_DELAY`` at the latest."""
-        self._items.append(work)
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(IDLE_DELAY, self._on_timer)
-
-    def run_soon(self) -> None:
-        """Run the backlog on the loop's next turn, after the I/O already under way.
-
-        Called just before the proxy awaits an upstream answer: a timer due now runs
-        after the callbacks already queued (aiohttp's write of the request body), so the
-        counting overlaps the upstream's work instead of delaying the request.
-        """
-        if self._items and self._soon is None:  # one run takes all (75 calls in flight)
-            self._soon = asyncio.get_running_loop().call_later(0, self._on_soon)
-
-    def run(self) -> None:
-        """Run everything queued, oldest first."""
-        items = self._items
-        while items:
-            work = items.popleft()
-            try:
-                work()
-            except Exception as exc:  # counting must never stop the loop
-                log.warning("deferred bookkeeping failed: %s", type(exc).__name__)
-
-    def close(self) -> None:
-        """Run what is left and drop the timers (the app is stopping)."""
-        for timer in (self._timer, self._soon):
-            if timer is not None:
-                timer.cancel()
-        self._timer = self._soon = None
-        self.run()
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.run()
-
-    def _on_soon(self) -> None:
-        self._soon = None
-        self.run()
 
 
 class Histogram:
@@ -149,9 +81,10 @@ class CallLedger(Collector):
         latency_buckets: Sequence[float],
         overhead_buckets: Sequence[float],
         outcome_doc: str,
+        before_collect: Callable[[], None] | None = None,
     ) -> None:
-        self.backlog = Backlog()
-        """Calls answered but not counted yet; run before every ``collect``."""
+        self.before_collect = before_collect
+        """Counts what is still pending (the state's backlog) before a scrape reads."""
         self.requests: dict[tuple[str, str, str, str], int] = {}
         # (provider, model, policy) -> [cache_read, cache_write, uncached, output, cost, cost0]
         self.usage: dict[tuple[str, str, str], list[float]] = {}
@@ -202,7 +135,8 @@ class CallLedger(Collector):
         row[5] += cost_without_cache
 
     def collect(self) -> Iterator[Metric]:
-        self.backlog.run()
+        if self.before_collect is not None:
+            self.before_collect()
         common = ["provider", "model", "policy"]
         requests = CounterMetricFamily(
             "promptcache_requests", self._outcome_doc, labels=[*common, "outcome"]

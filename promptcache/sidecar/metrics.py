@@ -15,15 +15,18 @@ The token hit ratio is computable from the counters::
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from promptcache.models import ModelInfo, Provider
+from promptcache.models import ModelInfo
 from promptcache.policy.schema import PricingOverride
 from promptcache.pricing import cost, model_info
 from promptcache.sidecar.ledger import CallLedger
+from promptcache.sidecar.looplag import LoopLag
 from promptcache.usage import Usage
+from promptcache.wire import Provider
 
 _MODEL = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 NO_POLICY = "none"
@@ -49,9 +52,12 @@ def _info(provider: Provider, model: str, override: PricingOverride | None) -> M
 class Metrics:
     """All sidecar metrics, registered in one registry."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, *, before_collect: Callable[[], None] | None = None
+    ) -> None:
         self.registry = registry
         self.ledger = CallLedger(
+            before_collect=before_collect,
             latency_buckets=_LATENCY_BUCKETS,
             overhead_buckets=_OVERHEAD_BUCKETS,
             outcome_doc=(
@@ -111,6 +117,8 @@ class Metrics:
             "Policy file versions rejected (the last good policy stays in force).",
             registry=registry,
         )
+        self.loop_lag = LoopLag(registry)
+        """``promptcache_event_loop_lag_seconds``; its timer runs with the proxy app."""
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def inc(self, counter: Counter, labels: tuple[str, ...], amount: float = 1.0) -> None:

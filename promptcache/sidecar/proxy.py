@@ -1,5 +1,11 @@
 """The request path: an LLM call in, planned, forwarded, relayed and measured.
 
+The stages, each returning an immutable result to ``_llm_call``, which strings them
+together: read (``read_body``: bytes) -> parse (``prepare.parse_body``) -> context
+(``fetch_context``: context blocks) -> plan (``prepare.prepare``: ``Prepared``) -> send
+(``sending.send``: ``Sent``) -> relay (``relay``: ``relay.Relayed``) -> record
+(``accounting.Recording``, the one owner of the call's record, whichever way it ends).
+
 ``llm_call`` serves the three proxied routes; ``passthrough`` every other path and
 method, byte for byte, to the upstream the request belongs to. Both fail open: whatever
 the sidecar cannot do (parse, plan, fetch optional context) it skips, and the request
@@ -17,59 +23,43 @@ from contextlib import nullcontext
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 from opentelemetry import trace
 
-from promptcache.models import Provider
 from promptcache.policy import LoadedPolicy
-from promptcache.sidecar.accounting import Call, finish, finish_soon
+from promptcache.sidecar.accounting import Call, Recording
+from promptcache.sidecar.context import RequiredSourceError
 from promptcache.sidecar.errors import (
     BodyTooLargeError,
     ClientTooSlowError,
     ContextSourceFailedError,
-    Family,
     SidecarError,
     error_response,
 )
-from promptcache.sidecar.headers import upstream_request_headers
+from promptcache.sidecar.headers import (
+    client_retries,
+    readable_encodings,
+    upstream_request_headers,
+)
 from promptcache.sidecar.metrics import NO_POLICY
-from promptcache.sidecar.planner import ContextBlock, Route
+from promptcache.sidecar.planner import ContextBlock
 from promptcache.sidecar.prepare import Prepared, parse_body, prepare, request_model
 from promptcache.sidecar.relay import (
     WHOLE_LIMIT,
+    Relayed,
     is_event_stream,
     relay_raw,
     relay_stream,
     relay_whole,
 )
+from promptcache.sidecar.sending import Sent, send
 from promptcache.sidecar.sse import AnthropicTap, OpenAIChatTap, ResponsesTap, UsageTap
 from promptcache.sidecar.state import STATE, SidecarState
-from promptcache.sidecar.upstream import Body, Upstream
+from promptcache.sidecar.upstream import Answer, Body, Upstream
+from promptcache.wire import ROUTES, Family, Route, family_of_path, family_of_route, provider_of
 
 log = logging.getLogger(__name__)
 
-ROUTES: dict[str, Route] = {
-    "/v1/messages": "messages",
-    "/v1/chat/completions": "chat",
-    "/v1/responses": "responses",
-}
 _OPERATION = "chat"  # GenAI semconv operation for all three routes
-
-
-def provider_for(route: Route, policy: LoadedPolicy | None) -> Provider:
-    if route == "messages":
-        return "anthropic"
-    if policy is not None and policy.spec.provider == "openai-compatible":
-        return "openai-compatible"
-    return "openai"
-
-
-def family_of_request(request: web.Request) -> Family:
-    """Which upstream an unproxied request belongs to."""
-    path = request.path
-    if path.startswith(("/v1/messages", "/v1/complete")) or "anthropic-version" in request.headers:
-        return "anthropic"
-    return "openai"
 
 
 async def read_body(request: web.Request, state: SidecarState) -> bytes:
@@ -102,32 +92,32 @@ def _tap(route: Route, prepared: Prepared) -> UsageTap:
     return ResponsesTap()
 
 
-async def _context(
-    request: web.Request, state: SidecarState, call: Call, policy: LoadedPolicy, parsed: object
+async def fetch_context(
+    request: web.Request,
+    state: SidecarState,
+    call: Call,
+    policy: LoadedPolicy | None,
+    parsed: object,
 ) -> list[ContextBlock]:
-    """Context blocks for this request (the ``sidecar.context`` hook); fails open."""
-    if state.context is None or not policy.spec.context_sources:
+    """The context stage: this request's context blocks; an optional source fails open."""
+    context = state.context
+    if policy is None or context is None or not policy.spec.context_sources:
         return []
-    started = time.perf_counter()
     try:
         with trace.use_span(call.span, end_on_exit=False) if call.span else nullcontext():
-            return await state.context.fetch(
+            return await context.fetch(
                 policy_name=policy.name, policy=policy.spec, headers=request.headers, body=parsed
             )
+    except RequiredSourceError as exc:
+        raise ContextSourceFailedError(
+            f"promptcache: required context source {exc.source!r} failed ({exc.reason})"
+        ) from exc
     except SidecarError:
         raise
     except Exception as exc:
-        source = getattr(exc, "source", None)
-        if source is not None:  # sidecar.context.RequiredSourceError
-            reason = getattr(exc, "reason", "failed")
-            raise ContextSourceFailedError(
-                f"promptcache: required context source {source!r} failed ({reason})"
-            ) from exc
         state.metrics.transform_errors.labels(call.provider, "context").inc()
         log.warning("context fetch failed, going on without it: %s", type(exc).__name__)
         return []
-    finally:
-        call.excluded += time.perf_counter() - started
 
 
 async def llm_call(request: web.Request) -> web.StreamResponse:
@@ -135,12 +125,12 @@ async def llm_call(request: web.Request) -> web.StreamResponse:
     arrived = time.perf_counter()
     state = request.app[STATE]
     route = ROUTES[request.path]
-    family: Family = "anthropic" if route == "messages" else "openai"
+    family = family_of_route(route)
     upstream = state.upstreams.get(family)
     if upstream is None:  # shutting down: the sessions are gone
         return error_response(family, 503, "promptcache: the sidecar is shutting down")
     policy = state.policy.current
-    provider = provider_for(route, policy)
+    provider = provider_of(route, policy.spec.provider if policy else None)
     call = Call(
         arrived=arrived,
         family=family,
@@ -149,7 +139,8 @@ async def llm_call(request: web.Request) -> web.StreamResponse:
         policy_label=policy.name if policy else NO_POLICY,
     )
     try:
-        return await _llm_call(request, state, route, upstream, call)
+        with Recording(state, call) as recording:
+            return await _llm_call(request, state, route, upstream, recording)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a bug of ours must not cost the app its answer
@@ -161,16 +152,22 @@ async def llm_call(request: web.Request) -> web.StreamResponse:
 
 
 async def _llm_call(
-    request: web.Request, state: SidecarState, route: Route, upstream: Upstream, call: Call
+    request: web.Request,
+    state: SidecarState,
+    route: Route,
+    upstream: Upstream,
+    recording: Recording,
 ) -> web.StreamResponse:
-    family, provider, policy, arrived = call.family, call.provider, call.policy, call.arrived
+    """read -> parse -> context -> plan -> send -> relay; ``recording`` records the call."""
+    call = recording.call
+    family, provider, policy = call.family, call.provider, call.policy
     try:
         raw = await read_body(request, state)
     except SidecarError as exc:
-        call.outcome = "rejected"
-        finish(state, call, None)
+        recording.failed("rejected")
         return error_response(family, exc.status, exc.message)
-    call.excluded = time.perf_counter() - arrived  # reading the app's body is the app's time
+    call.excluded = time.perf_counter() - call.arrived  # the app's upload is the app's time
+
     parsed = parse_body(
         raw, request.headers.get("content-type", ""), provider=provider, metrics=state.metrics
     )
@@ -183,13 +180,16 @@ async def _llm_call(
         server_address=upstream.base.host,
         server_port=upstream.base.port,
     )
+
+    started = time.perf_counter()
     try:
-        context = await _context(request, state, call, policy, parsed) if policy else []
+        context = await fetch_context(request, state, call, policy, parsed)
     except SidecarError as exc:
-        call.outcome = "context_failed"
-        call.status = exc.status
-        finish(state, call, None)
+        recording.failed("context_failed", exc.status)
         return error_response(family, exc.status, exc.message)
+    finally:
+        call.excluded += time.perf_counter() - started  # waiting for sources is not ours
+
     prepared = prepare(
         route=route,
         raw=raw,
@@ -200,32 +200,70 @@ async def _llm_call(
         context=context,
         now=time.monotonic(),
         metrics=state.metrics,
+        add_usage=not state.refused.refused(upstream.label, "include_usage"),
     )
     call.plan = prepared.plan
+
     headers = upstream_request_headers(request.headers)
+    readable_encodings(headers, stream=prepared.stream)
     state.tracer.inject(call.span, headers)
+    metrics = state.metrics
+
+    def on_retry(reason: str) -> None:
+        call.retries += 1
+        metrics.retries.labels(provider, reason).inc()
+
     try:
-        response, read = await _send(upstream, request, headers, prepared, call, state)
-        if is_event_stream(response):
-            out, seen = await relay_stream(
-                request, response, family=family, tap=_tap(route, prepared), label=upstream.label
-            )
-        elif read is not None or _small(response):
-            out, seen = await relay_whole(response, read, family=family, label=upstream.label)
-        else:
-            out, seen = await relay_raw(request, response)
+        call.sent_at = time.perf_counter()
+        sent = await send(
+            upstream,
+            request.rel_url.raw_path_qs,
+            headers,
+            prepared,
+            provider=provider,
+            metrics=metrics,
+            backlog=state.backlog,
+            refused=state.refused,
+            client_retries=client_retries(request.headers),
+            on_retry=on_retry,
+        )
+        out, seen = await relay(request, sent, route=route, family=family, label=upstream.label)
     except SidecarError as exc:
-        call.outcome = "timeout" if exc.status == 504 else "unreachable"
-        call.status = exc.status
-        finish(state, call, None)
+        recording.failed("timeout" if exc.status == 504 else "unreachable", exc.status)
         return error_response(family, exc.status, exc.message)
-    except asyncio.CancelledError:  # the app hung up (handler cancellation on)
-        call.outcome = "client_closed"
-        finish(state, call, None)
-        raise
     # A whole answer is written as the handler returns; a relayed stream is over already.
-    finish_soon(state, call, seen)
+    recording.answered(seen)
     return out
+
+
+async def relay(
+    request: web.Request, sent: Sent, *, route: Route, family: Family, label: str
+) -> tuple[web.StreamResponse, Relayed]:
+    """The relay stage: the answer to the app in the shape it came, usage tapped."""
+    answer = sent.answer
+    tap = _tap(route, sent.prepared) if is_event_stream(answer.response) else None
+    return await _relay(request, answer, tap=tap, family=family, label=label)
+
+
+async def _relay(
+    request: web.Request,
+    answer: Answer,
+    *,
+    tap: UsageTap | None,
+    family: Family | None,
+    label: str,
+) -> tuple[web.StreamResponse, Relayed]:
+    response = answer.response
+    if family is not None and is_event_stream(response):
+        return await relay_stream(request, response, family=family, tap=tap, label=label)
+    if answer.read is not None or (_small(response) and request.method != "HEAD"):
+        out, seen = await relay_whole(response, answer.read, family=family, label=label)
+        if answer.retries_spent:
+            # The sidecar made the attempts it would; a client that retries must not
+            # multiply them (the official SDKs obey this header).
+            out.headers["x-should-retry"] = "false"
+        return out, seen
+    return await relay_raw(request, response)
 
 
 def _small(response: aiohttp.ClientResponse) -> bool:
@@ -233,46 +271,10 @@ def _small(response: aiohttp.ClientResponse) -> bool:
     return length is not None and length <= WHOLE_LIMIT
 
 
-async def _send(
-    upstream: Upstream,
-    request: web.Request,
-    headers: CIMultiDict[str],
-    prepared: Prepared,
-    call: Call,
-    state: SidecarState,
-) -> tuple[aiohttp.ClientResponse, bytes | None]:
-    metrics = state.metrics
-
-    def on_retry(reason: str) -> None:
-        call.retries += 1
-        metrics.retries.labels(call.provider, reason).inc()
-
-    path = request.rel_url.raw_path_qs
-    call.sent_at = time.perf_counter()
-    metrics.ledger.backlog.run_soon()  # earlier calls' counting, while the upstream works
-    response, read = await upstream.send("POST", path, headers, prepared.body, on_retry=on_retry)
-    if response.status == 400 and prepared.body is not prepared.original:
-        # Fail open: the upstream refused what the sidecar changed (a field an
-        # OpenAI-compatible server does not know, say); the app's own bytes go instead.
-        if read is None:
-            read = await upstream.read_small(response)
-        if b"stream_options" in read or (prepared.plan is not None and prepared.plan.changed):
-            metrics.transform_errors.labels(call.provider, "upstream_rejected").inc()
-            log.warning(
-                "upstream %s refused the planned request; resending it unchanged", upstream.label
-            )
-            prepared.inject_usage = False
-            prepared.body = prepared.original
-            response, read = await upstream.send(
-                "POST", path, headers, prepared.original, on_retry=on_retry
-            )
-    return response, read
-
-
 async def passthrough(request: web.Request) -> web.StreamResponse:
     """Every other path and method: relayed untouched, without measuring."""
     state = request.app[STATE]
-    family = family_of_request(request)
+    family = family_of_path(request.path, request.headers)
     upstream = state.upstreams.get(family)
     if upstream is None:
         return error_response(family, 503, "promptcache: the sidecar is shutting down")
@@ -289,15 +291,15 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     headers = upstream_request_headers(request.headers)
     metrics = state.metrics
     try:
-        response, read = await upstream.send(
+        answer = await upstream.send(
             request.method,
             request.rel_url.raw_path_qs,
             headers,
             body,
             on_retry=lambda reason: metrics.retries.labels(family, reason).inc(),
+            client_retries=client_retries(request.headers),
         )
-        if read is not None or (_small(response) and request.method != "HEAD"):
-            return (await relay_whole(response, read, family=None, label=upstream.label))[0]
-        return (await relay_raw(request, response))[0]
+        out, _ = await _relay(request, answer, tap=None, family=None, label=upstream.label)
+        return out
     except SidecarError as exc:
         return error_response(family, exc.status, exc.message)

@@ -19,7 +19,6 @@ import aiohttp
 from aiohttp import web
 
 from promptcache.sidecar.errors import (
-    Family,
     UpstreamTimeoutError,
     UpstreamUnreachableError,
     sse_error_event,
@@ -27,6 +26,7 @@ from promptcache.sidecar.errors import (
 from promptcache.sidecar.headers import client_response_headers
 from promptcache.sidecar.sse import EventSplitter, UsageTap, usage_from_body
 from promptcache.usage import Usage
+from promptcache.wire import Family
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ WHOLE_LIMIT = 4 * 1024 * 1024
 _STREAM_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Relayed:
-    """What the relay saw."""
+    """What the relay saw (the relay stage's result)."""
 
     status: int
     outcome: str
@@ -50,15 +50,16 @@ class Relayed:
     unread: tuple[Family, bytes, str] | None = None
     """A whole answer whose usage is still to be read: family, body, content encoding."""
 
-    def read_usage(self) -> None:
-        """Fill ``usage`` and ``model`` from a whole answer (off the app's critical path)."""
+    def read_usage(self) -> tuple[Usage | None, str | None]:
+        """Usage and model, read from a whole answer's body if need be (off the app's
+        critical path: the record stage calls this once the answer is on its way)."""
         if self.unread is None:
-            return
+            return self.usage, self.model
         family, body, encoding = self.unread
-        self.unread = None
         decoded = _decoded(body, encoding)
-        if decoded is not None:
-            self.usage, self.model = usage_from_body(family, decoded)
+        if decoded is None:
+            return None, None
+        return usage_from_body(family, decoded)
 
 
 def outcome_for(status: int) -> str:
@@ -105,13 +106,32 @@ async def relay_whole(
     started = time.perf_counter()
     headers = client_response_headers(response.headers, keep_length=False)
     out = web.Response(status=response.status, reason=response.reason, headers=headers, body=body)
-    seen = Relayed(response.status, outcome_for(response.status))
+    unread = None
     if family is not None and response.status == 200:
         # Read after the answer is on its way (``read_usage``), not before.
-        seen.unread = (family, body, response.headers.get("content-encoding", "").lower())
-    seen.first_byte_at = time.perf_counter()
-    seen.busy = seen.first_byte_at - started
+        unread = (family, body, response.headers.get("content-encoding", "").lower())
+    first_byte_at = time.perf_counter()
+    seen = Relayed(
+        response.status,
+        outcome_for(response.status),
+        first_byte_at=first_byte_at,
+        busy=first_byte_at - started,
+        unread=unread,
+    )
     return out, seen
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What a relay has seen so far; frozen into a ``Relayed`` when it is over."""
+
+    status: int
+    outcome: str
+    first_byte_at: float | None = None
+    busy: float = 0.0
+
+    def done(self, usage: Usage | None = None, model: str | None = None) -> Relayed:
+        return Relayed(self.status, self.outcome, usage, model, self.first_byte_at, self.busy)
 
 
 async def relay_stream(
@@ -129,14 +149,14 @@ async def relay_stream(
     if encoded:
         tap = None  # a compressed stream is relayed as is; its usage stays unknown
     out = web.StreamResponse(status=response.status, reason=response.reason, headers=headers)
-    seen = Relayed(response.status, outcome_for(response.status))
+    seen = _Seen(response.status, outcome_for(response.status))
     splitter = EventSplitter()
     try:
         await out.prepare(request)
     except _STREAM_ERRORS:
         response.close()
         seen.outcome = "client_closed"
-        return out, seen
+        return out, seen.done()
     busy = time.perf_counter() - started
     try:
         async for chunk in response.content.iter_any():
@@ -153,7 +173,7 @@ async def relay_stream(
         if _app_gone(request):
             response.close()
             seen.outcome = "client_closed"
-            return out, seen
+            return out, seen.done()
         await _end_with_error(out, family, label, exc, seen)
     except _STREAM_ERRORS as exc:
         await _end_with_error(out, family, label, exc, seen)
@@ -168,10 +188,10 @@ async def relay_stream(
             seen.outcome = "client_closed"
     finally:
         response.release()
-    if tap is not None:
-        seen.usage, seen.model = tap.usage, tap.model
     seen.busy = busy
-    return out, seen
+    if tap is not None:
+        return out, seen.done(tap.usage, tap.model)
+    return out, seen.done()
 
 
 async def relay_raw(
@@ -182,7 +202,7 @@ async def relay_raw(
     has_length = "content-length" in response.headers
     headers = client_response_headers(response.headers, keep_length=has_length)
     out = web.StreamResponse(status=response.status, reason=response.reason, headers=headers)
-    seen = Relayed(response.status, outcome_for(response.status))
+    seen = _Seen(response.status, outcome_for(response.status))
     try:
         await out.prepare(request)
         seen.busy = time.perf_counter() - started
@@ -199,7 +219,7 @@ async def relay_raw(
             request.transport.close()  # the length promised can no longer be met
     finally:
         response.release()
-    return out, seen
+    return out, seen.done()
 
 
 def _app_gone(request: web.Request) -> bool:
@@ -207,7 +227,7 @@ def _app_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-async def _write_quietly(out: web.StreamResponse, data: bytes, seen: Relayed) -> None:
+async def _write_quietly(out: web.StreamResponse, data: bytes, seen: _Seen) -> None:
     try:
         await out.write(data)
     except _STREAM_ERRORS:
@@ -215,7 +235,7 @@ async def _write_quietly(out: web.StreamResponse, data: bytes, seen: Relayed) ->
 
 
 async def _end_with_error(
-    out: web.StreamResponse, family: Family, label: str, exc: BaseException, seen: Relayed
+    out: web.StreamResponse, family: Family, label: str, exc: BaseException, seen: _Seen
 ) -> None:
     kind = "stopped sending" if isinstance(exc, TimeoutError) else "broke off the stream"
     log.warning("upstream %s %s: %s", label, kind, type(exc).__name__)

@@ -1,34 +1,26 @@
 """What the sidecar's handlers share, under one typed application key.
 
 The proxy app and the admin app both read it: the proxy to forward and measure, the
-admin app to answer ``/readyz``. Upstreams are filled in by the proxy app's
-``cleanup_ctx`` (their sessions live exactly as long as the app).
+admin app to answer ``/readyz``. Upstreams and the context fetcher are filled in by the
+proxy app's ``cleanup_ctx`` (their sessions live exactly as long as the app).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from aiohttp import web
 
-from promptcache.policy import PolicySpec
+from promptcache.sidecar.backlog import Backlog
 from promptcache.sidecar.config import SidecarSettings
-from promptcache.sidecar.errors import Family
+from promptcache.sidecar.context import ContextFetcher, ContextMetrics
 from promptcache.sidecar.metrics import Metrics
-from promptcache.sidecar.planner import ContextBlock, Planner
+from promptcache.sidecar.planner import Planner
 from promptcache.sidecar.policy_watch import PolicyWatch
+from promptcache.sidecar.refusal import RefusedAdditions
 from promptcache.sidecar.tracing import CallTracer
 from promptcache.sidecar.upstream import Upstream
-
-
-class ContextFetcher(Protocol):
-    """Fetches a request's context blocks (``sidecar.context.ContextFetcher``)."""
-
-    async def fetch(
-        self, *, policy_name: str, policy: PolicySpec, headers: Mapping[str, str], body: object
-    ) -> list[ContextBlock]: ...
+from promptcache.wire import Family
 
 
 @dataclass(slots=True)
@@ -38,11 +30,15 @@ class SidecarState:
     tracer: CallTracer
     policy: PolicyWatch
     planner: Planner
+    backlog: Backlog
+    """Answered calls still to be counted (run before every scrape, see ``Metrics``)."""
+    context_metrics: ContextMetrics
+    """The context fetcher's metrics, registered once per registry."""
     context: ContextFetcher | None = None
-    """The context-prefetch hook; set by the app's lifecycle when ``sidecar.context`` exists."""
-    context_metrics: Any = None
-    """``sidecar.context.ContextMetrics``, registered once per registry."""
+    """The context-prefetch hook; set while the app runs (its session is the app's)."""
     upstreams: dict[Family, Upstream] = field(default_factory=dict)
+    refused: RefusedAdditions = field(default_factory=RefusedAdditions)
+    """What each upstream refused of the fields the sidecar adds (no second request later)."""
 
     @property
     def ready(self) -> bool:

@@ -4,16 +4,19 @@ The stream follows the real event sequence — ``message_start`` (usage with all
 fields), ``content_block_start``, ``ping``, ``content_block_delta`` (``text_delta``) per
 few tokens, ``content_block_stop``, ``message_delta`` (cumulative usage), then
 ``message_stop`` — so the official SDK's stream helpers accumulate it like the real
-thing. ``max_tokens: 0`` (cache pre-warming) answers with no content block.
+thing. ``max_tokens: 0`` (cache pre-warming) answers with no content block. A request
+with a ``diagnostics`` object gets the ``diagnostics`` result on the message (streamed:
+on ``message_start``'s message).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
-from .anthropic_cache import AnthropicPrompt, parse_request
+from .anthropic_cache import VERSION_2023, AnthropicPrompt, parse_request
 from .engine import Prefilled, RequestContext, Route, Served, Simulation
 from .outcome import CacheOutcome
 from .sse import event, open_stream, send_json
@@ -42,6 +45,10 @@ def _stop_reason(ans: Answer, max_tokens: int) -> str:
 def messages_route(sim: Simulation) -> Route[AnthropicPrompt]:
     """The Messages endpoint bound to one simulation."""
 
+    def parse(body: Any, headers: Mapping[str, str]) -> AnthropicPrompt:
+        # No header: the old default, so raw HTTP tests without one keep working.
+        return parse_request(body, version=headers.get("anthropic-version", VERSION_2023))
+
     def resolve(prompt: AnthropicPrompt, now: float) -> CacheOutcome:
         return sim.anthropic.resolve(prompt, now=now)
 
@@ -66,6 +73,9 @@ def messages_route(sim: Simulation) -> Route[AnthropicPrompt]:
             "stop_sequence": None,
             "usage": usage(pre.outcome, min(n, 1)),
         }
+        diagnostics = sim.anthropic.diagnostics(prompt, message["id"])
+        if diagnostics is not None:
+            message |= diagnostics
         stop_reason = _stop_reason(ans, prompt.max_tokens)
         if not prompt.stream:
             await sim.sleep(sim.decode_s(ctx, n))
@@ -123,5 +133,5 @@ def messages_route(sim: Simulation) -> Route[AnthropicPrompt]:
         return Served(response, n)
 
     return Route(
-        api="anthropic", dialect="anthropic", parse=parse_request, resolve=resolve, respond=respond
+        api="anthropic", dialect="anthropic", parse=parse, resolve=resolve, respond=respond
     )

@@ -8,13 +8,19 @@ the last cacheable block for a top-level ``cache_control``); a lookup checks eac
 breakpoint and then walks back up to 20 blocks for an earlier entry. The longest hit is
 read; everything from there to the last breakpoint is written, each stretch at the TTL
 of the breakpoint that ends it. Prefixes shorter than the model's minimum are neither
-read nor written, and no error is raised. See ``docs/simulator.md``.
+read nor written, and no error is raised. Every ``cache_control`` counts toward the four
+allowed, including those nested in a ``tool_result``'s content. Validation follows the
+``anthropic-version`` the request names (``2026-10-21`` refuses the sampling parameters,
+document blocks in assistant turns and citations in user turns), and a request's
+``Fingerprint`` (hashes and token counts, no text) feeds cache diagnostics. See
+``docs/simulator.md``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,6 +33,11 @@ from .outcome import CacheOutcome
 from .store import CacheStore
 
 Ttl = Literal["5m", "1h"]
+VERSION_2023 = "2023-06-01"
+VERSION_2026 = "2026-10-21"
+"""The API version the current SDKs send (Python SDK 2.x)."""
+API_VERSIONS = frozenset({VERSION_2023, VERSION_2026})
+_REMOVED_IN_2026 = ("temperature", "top_p", "top_k")
 MAX_BREAKPOINTS = 4
 TTL_ORDER_HINT = (
     "Note that blocks are processed in the following order: `tools`, `system`, `messages`."
@@ -54,11 +65,83 @@ class AnthropicPrompt:
     """Input tokens of the prefix ending at each block."""
     breakpoints: tuple[Breakpoint, ...]
     total_tokens: int
+    fingerprint: Fingerprint | None = None
+    """Set when the request carries a ``diagnostics`` object (the API stores one then)."""
+    previous_message_id: str | None = None
+    """``diagnostics.previous_message_id`` as sent."""
 
     @property
     def digest(self) -> bytes:
         """Names the whole prompt (seeds the answer text)."""
         return self.hashes[-1] if self.hashes else b""
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What cache diagnostics keeps of a request: hashes and token counts, never text."""
+
+    model: str
+    tools: bytes
+    system: bytes
+    settings: bytes
+    """``tool_choice`` and ``thinking``: prompt-affecting parameters besides the prompt."""
+    messages: tuple[bytes, ...]
+    """Digest of the messages up to and including each one (markers left out)."""
+    tools_tokens: int
+    system_tokens: int
+    message_tokens: tuple[int, ...]
+    """Input tokens of the prompt up to the end of each message."""
+    total_tokens: int
+
+
+def _strip_markers(value: Any) -> Any:
+    """``value`` without any ``cache_control`` (markers do not change the prompt)."""
+    if isinstance(value, dict):
+        return {k: _strip_markers(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_strip_markers(v) for v in value]
+    return value
+
+
+def _section_digest(label: bytes, value: Any) -> bytes:
+    raw = json.dumps(_strip_markers(value), separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(label + b"\x00" + raw.encode()).digest()
+
+
+def diagnose(previous: Fingerprint | None, current: Fingerprint) -> dict[str, Any] | None:
+    """The ``cache_miss_reason`` of ``current`` against ``previous``; None: no divergence.
+
+    Checked in prompt order (model, tools, system, other prompt settings, messages); the
+    missed tokens are the previous request's tokens past the first divergence, which a
+    request extending it would have read.
+    """
+    if previous is None:
+        return {"type": "previous_message_not_found"}
+
+    def missed(kind: str, common: int) -> dict[str, Any]:
+        return {"type": kind, "cache_missed_input_tokens": max(0, previous.total_tokens - common)}
+
+    if previous.model != current.model:
+        return missed("model_changed", 0)
+    if previous.tools != current.tools:
+        return missed("tools_changed", 0)
+    if previous.system != current.system:
+        return missed("system_changed", previous.tools_tokens)
+    if previous.settings != current.settings:
+        return {"type": "unavailable"}
+    same = 0
+    for old, new in zip(previous.messages, current.messages, strict=False):
+        if old != new:
+            break
+        same += 1
+    if same == len(previous.messages):
+        return None
+    common = (
+        previous.message_tokens[same - 1]
+        if same
+        else previous.tools_tokens + (previous.system_tokens)
+    )
+    return missed("messages_changed", common)
 
 
 @dataclass(slots=True)
@@ -95,6 +178,15 @@ class _Builder:
             block if control is None else {k: v for k, v in block.items() if k != "cache_control"}
         )
         kind = content.get("type")
+        nested: list[tuple[Any, str]] = []
+        inner = content.get("content")
+        if kind == "tool_result" and isinstance(inner, list):
+            # Blocks inside a tool_result may carry markers of their own; each counts.
+            for k, part in enumerate(inner):
+                if isinstance(part, dict) and "cache_control" in part:
+                    nested.append((part["cache_control"], f"{path}.content.{k}"))
+            if nested:
+                content = {**content, "content": _strip_markers(inner)}
         text = content.get("text") if kind == "text" else None
         if kind == "text" and (not isinstance(text, str) or not text):
             if control is not None:
@@ -117,6 +209,10 @@ class _Builder:
             ttl = _ttl(control, f"{path}.cache_control")
             self.markers.append(_Marker(position, ttl, path))
             self.explicit[position] = ttl
+        for nested_control, nested_path in nested:
+            ttl = _ttl(nested_control, f"{nested_path}.cache_control")
+            self.markers.append(_Marker(position, ttl, nested_path))
+            self.explicit.setdefault(position, ttl)
 
     def add_text(self, text: str, *, frame: str, path: str, markable: bool) -> None:
         # A plain string is shorthand for one text block and hashes the same.
@@ -132,8 +228,51 @@ def _ttl(control: Any, path: str) -> Ttl:
     return "1h" if ttl == "1h" else "5m"
 
 
-def parse_request(body: Any) -> AnthropicPrompt:
-    """Validate a Messages body the way the API does and build its prefix chain."""
+def _check_version_rules(body: dict[str, Any], messages: list[Any]) -> None:
+    """What API version 2026-10-21 refuses that 2023-06-01 accepted."""
+    for name in _REMOVED_IN_2026:
+        if name in body:
+            raise invalid_request(f"{name}: Extra inputs are not permitted")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+            continue
+        for j, block in enumerate(message["content"]):
+            if not isinstance(block, dict):
+                continue
+            if message.get("role") == "assistant" and block.get("type") == "document":
+                raise invalid_request(
+                    f"messages.{i}.content.{j}: document blocks are not accepted in "
+                    "assistant messages"
+                )
+            if (
+                message.get("role") == "user"
+                and block.get("type") == "text"
+                and block.get("citations")
+            ):
+                raise invalid_request(
+                    f"messages.{i}.content.{j}.citations: Extra inputs are not permitted"
+                )
+
+
+def _diagnostics(body: dict[str, Any]) -> tuple[bool, str | None]:
+    value = body.get("diagnostics")
+    if value is None:
+        return False, None
+    if not isinstance(value, dict):
+        raise invalid_request("diagnostics: Input should be a valid dictionary or object")
+    previous = value.get("previous_message_id")
+    if previous is not None and not isinstance(previous, str):
+        raise invalid_request("diagnostics.previous_message_id: Input should be a valid string")
+    return True, previous
+
+
+def parse_request(body: Any, *, version: str = VERSION_2023) -> AnthropicPrompt:
+    """Validate a Messages body the way the API does and build its prefix chain.
+
+    ``version`` is the request's ``anthropic-version`` header.
+    """
+    if version not in API_VERSIONS:
+        raise invalid_request(f"anthropic-version: invalid version {version[:32]!r}")
     if not isinstance(body, dict):
         raise invalid_request("Input should be a valid dictionary or object")
     model = body.get("model")
@@ -156,6 +295,9 @@ def parse_request(body: Any) -> AnthropicPrompt:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise invalid_request("stream: Input should be a valid boolean")
+    if version == VERSION_2026:
+        _check_version_rules(body, messages)
+    wants_diagnostics, previous_id = _diagnostics(body)
 
     b = _Builder(model)
     tools = body.get("tools") or []
@@ -173,12 +315,26 @@ def parse_request(body: Any) -> AnthropicPrompt:
     elif system is not None:
         raise invalid_request("system: Input should be a valid string or list")
     # Changing these invalidates the messages tier but not tools or system.
+    tools_end, system_end = len(tools), len(b.hashes)
     b.mix(b"tool_choice", body.get("tool_choice"))
     b.mix(b"thinking", body.get("thinking"))
+    system_messages = lookup("anthropic", model).mid_conversation_system
+    message_ends: list[int] = []
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role == "system" and isinstance(message, dict):
+            if not system_messages:
+                raise invalid_request(
+                    f"messages.{i}.role: role 'system' is not supported on this model"
+                )
+            previous = messages[i - 1] if i else None
+            if not isinstance(previous, dict) or previous.get("role") != "user":
+                raise invalid_request(
+                    f"messages.{i}: a system message must immediately follow a user message"
+                )
+        elif role not in ("user", "assistant"):
             raise invalid_request(f"messages.{i}.role: Input should be 'user' or 'assistant'")
-        role = message["role"]
+        assert isinstance(message, dict)
         content = message.get("content")
         if isinstance(content, str):
             b.add_text(content, frame=f"M{role}", path=f"messages.{i}.content", markable=True)
@@ -188,8 +344,31 @@ def parse_request(body: Any) -> AnthropicPrompt:
                 b.add(block, frame=frame, path=f"messages.{i}.content.{j}", markable=True)
         else:
             raise invalid_request(f"messages.{i}.content: Field required")
+        message_ends.append(len(b.hashes) - 1)
 
     breakpoints = _breakpoints(b, body.get("cache_control"))
+    fingerprint = None
+    if wants_diagnostics:
+        tokens_at = [b.cum[p] for p in message_ends]
+        digests: list[bytes] = []
+        running = hashlib.sha256(b"messages")
+        for message in messages:
+            running.update(_section_digest(b"M", message))
+            digests.append(running.copy().digest())
+        fingerprint = Fingerprint(
+            model=model,
+            tools=_section_digest(b"T", tools),
+            system=_section_digest(b"S", system),
+            settings=_section_digest(
+                b"X", {"tool_choice": body.get("tool_choice"), "thinking": body.get("thinking")}
+            ),
+            messages=tuple(digests),
+            tools_tokens=b.cum[tools_end - 1] if tools_end else 0,
+            system_tokens=(b.cum[system_end - 1] if system_end else 0)
+            - (b.cum[tools_end - 1] if tools_end else 0),
+            message_tokens=tuple(tokens_at),
+            total_tokens=b.total,
+        )
     return AnthropicPrompt(
         model=model,
         max_tokens=max_tokens,
@@ -198,6 +377,8 @@ def parse_request(body: Any) -> AnthropicPrompt:
         cum_tokens=tuple(b.cum),
         breakpoints=breakpoints,
         total_tokens=b.total,
+        fingerprint=fingerprint,
+        previous_message_id=previous_id,
     )
 
 
@@ -237,6 +418,29 @@ class AnthropicCache:
     def __init__(self, config: CacheConfig) -> None:
         self.config = config
         self.store = CacheStore(max_entries=config.max_entries)
+        self._fingerprints: OrderedDict[str, Fingerprint] = OrderedDict()
+
+    def clear(self) -> None:
+        self.store.clear()
+        self._fingerprints.clear()
+
+    def diagnostics(self, prompt: AnthropicPrompt, message_id: str) -> dict[str, Any] | None:
+        """The response's ``diagnostics`` for ``prompt``, stored under ``message_id``.
+
+        ``None`` when the request sent no ``diagnostics`` object (the field is left out);
+        ``{"cache_miss_reason": null}`` is never produced: this comparison is instant.
+        """
+        fingerprint = prompt.fingerprint
+        if fingerprint is None:
+            return None
+        self._fingerprints[message_id] = fingerprint
+        while len(self._fingerprints) > self.config.max_entries:
+            self._fingerprints.popitem(last=False)
+        if prompt.previous_message_id is None:
+            return {"diagnostics": None}
+        previous = self._fingerprints.get(prompt.previous_message_id)
+        reason = diagnose(previous, fingerprint)
+        return {"diagnostics": None if reason is None else {"cache_miss_reason": reason}}
 
     def _ttl_s(self, ttl: Ttl) -> float:
         return self.config.anthropic_ttl_1h_s if ttl == "1h" else self.config.anthropic_ttl_5m_s

@@ -66,6 +66,11 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
         help="TTLs run on simulated time (scaled with --time-scale) or on wall time",
     )
     parser.add_argument("--max-cache-entries", type=int, default=CacheConfig().max_entries)
+    parser.add_argument(
+        "--require-auth",
+        action="store_true",
+        help="answer 401 to API requests with neither x-api-key nor Authorization: Bearer",
+    )
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -78,6 +83,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         cache=CacheConfig(max_entries=max(1, args.max_cache_entries)),
         faults=tuple(args.fault),
         cache_clock=args.cache_clock,
+        require_auth=args.require_auth,
     )
 
 

@@ -136,6 +136,9 @@ class SimConfig:
     """TTLs and rate windows run on simulated time (real time / time_scale) or wall time."""
     clock: Callable[[], float] | None = None
     """Overrides the cache clock (tests pass a ``ManualClock``)."""
+    require_auth: bool = False
+    """Refuse (401) API requests without a key, as the providers do: ``x-api-key`` or
+    ``Authorization: Bearer``. Off by default so raw HTTP tests need no key."""
 
     def make_clock(self) -> Callable[[], float]:
         """The clock TTLs, retention and overflow windows are measured on."""

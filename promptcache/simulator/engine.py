@@ -19,7 +19,8 @@ import json
 import logging
 import random
 import string
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -77,7 +78,8 @@ class Route(Generic[P]):
 
     api: Api
     dialect: Dialect
-    parse: Callable[[Any], P]
+    parse: Callable[[Any, Mapping[str, str]], P]
+    """Validates the JSON body; the request headers carry e.g. ``anthropic-version``."""
     resolve: Callable[[P, float], CacheOutcome]
     respond: Callable[[web.Request, P, Prefilled, RequestContext], Awaitable[Served]]
 
@@ -94,14 +96,17 @@ class Simulation:
         self.faults = Faults(config.faults, seed=config.seed)
         self._lanes = asyncio.Semaphore(max(1, config.latency.prefill_lanes))
         self._seq = 0
+        self.auth_seen: Counter[str] = Counter()
+        """API requests by how they authenticated: bearer, x-api-key, none."""
 
     def reset(self) -> None:
         """Forget every cache entry, counter and fault count (``POST /sim/reset``)."""
-        self.anthropic.store.clear()
+        self.anthropic.clear()
         self.openai.clear()
         self.recorder.reset()
         self.faults.reset()
         self._seq = 0
+        self.auth_seen.clear()
 
     def _context(self) -> RequestContext:
         self._seq += 1
@@ -203,6 +208,30 @@ class Simulation:
             return False
         return True
 
+    def _authenticate(self, headers: Mapping[str, str], dialect: Dialect) -> None:
+        """Count the auth scheme; with ``require_auth``, refuse a request without a key.
+
+        Anthropic's SDK 2.x sends ``Authorization: Bearer``, older ones ``x-api-key``; the
+        API takes either (``x-api-key`` wins when both are there).
+        """
+        bearer = headers.get("authorization", "")
+        if headers.get("x-api-key"):
+            scheme = "x-api-key"
+        elif bearer[:7].lower() == "bearer " and bearer[7:].strip():
+            scheme = "bearer"
+        else:
+            scheme = "none"
+        self.auth_seen[scheme] += 1
+        if scheme == "none" and self.config.require_auth:
+            if dialect == "anthropic":
+                raise ApiError(401, "authentication_error", "x-api-key header is required")
+            raise ApiError(
+                401,
+                "invalid_request_error",
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth.",
+            )
+
     async def serve(self, request: web.Request, route: Route[P]) -> web.StreamResponse:
         """Run one API request through faults, validation, prefill and the answer."""
         ctx = self._context()
@@ -227,13 +256,14 @@ class Simulation:
                     ctx = dataclasses.replace(ctx, abort_during=True)
                 else:
                     raise fault_error(fault.kind, dialect=route.dialect, retry_after_s=fault.arg)
+            self._authenticate(request.headers, route.dialect)
             try:
                 body = json.loads(raw)
             except ValueError as exc:
                 raise invalid_request(
                     f"There was an error parsing the body as JSON: {exc}"
                 ) from exc
-            prompt = route.parse(body)
+            prompt = route.parse(body, request.headers)
             prefilled = await self.prefill(ctx, route.api, lambda now: route.resolve(prompt, now))
             served = await route.respond(request, prompt, prefilled, ctx)
         except ApiError as err:

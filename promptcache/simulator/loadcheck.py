@@ -2,11 +2,12 @@
 
 It backs the figures in ``docs/simulator.md`` (the prefill-lane calibration and the
 simulator's own CPU cost) and lets anyone re-run them: it starts ``promptcache
-simulate`` as a subprocess, drives it with raw aiohttp streaming requests shaped like
-the case study (~3,500 static tokens, ~3,700 changing ones, 1-3 s think time, answers
-of up to 300 tokens) and prints throughput, simulated latency percentiles, the token
-hit rate and the simulator's CPU use. ``cached`` marks the static system block;
-``legacy`` puts the changing text first, so nothing can be cached.
+simulate`` as a subprocess (the demo's ``demo.services.simulator``), drives it with raw
+aiohttp streaming requests shaped like the case study (~3,500 static tokens, ~3,700
+changing ones, 1-3 s think time, answers of up to 300 tokens) and prints throughput,
+simulated latency percentiles, the token hit rate and the simulator's CPU use.
+``cached`` marks the static system block; ``legacy`` puts the changing text first, so
+nothing can be cached.
 
     python -m promptcache.simulator.loadcheck --arm cached --users 75 \
         --duration 40 --time-scale 0.25
@@ -19,10 +20,14 @@ import asyncio
 import os
 import random
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from promptcache.demo.services import simulator
 
 STATIC = "Static persona, guardrails, JSON schema and style guide. " * 245  # ~3,500 tokens
 RETRIEVED = "retrieved policy text " * 670  # ~3,700 tokens
@@ -69,38 +74,30 @@ async def _user(
 
 
 async def _main(args: argparse.Namespace) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "promptcache",
-        "simulate",
-        "--listen",
-        "127.0.0.1:0",
-        "--time-scale",
-        str(args.time_scale),
-        "--prefill-lanes",
-        str(args.prefill_lanes),
-        "--log-level",
-        "WARNING",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    url = (await proc.stdout.readline()).decode().rsplit(" ", 1)[1].strip()
-    try:
-        cpu0, t0 = _cpu_seconds(proc.pid), time.monotonic()
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            per_user = await asyncio.gather(
-                *(
-                    _user(session, url, args.arm, u, t0 + args.duration, args.time_scale)
-                    for u in range(args.users)
-                )
+    with tempfile.TemporaryDirectory(prefix="promptcache-loadcheck-") as logs:
+        service, url = simulator(
+            time_scale=args.time_scale,
+            seed=0,
+            log_dir=Path(logs),
+            extra=("--prefill-lanes", str(args.prefill_lanes), "--log-level", "WARNING"),
+        )
+        async with service:
+            assert service.pid is not None
+            return await _drive(args, url, service.pid)
+
+
+async def _drive(args: argparse.Namespace, url: str, pid: int) -> str:
+    cpu0, t0 = _cpu_seconds(pid), time.monotonic()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        per_user = await asyncio.gather(
+            *(
+                _user(session, url, args.arm, u, t0 + args.duration, args.time_scale)
+                for u in range(args.users)
             )
-            async with session.get(url + "/sim/stats") as resp:
-                stats = await resp.json()
-        elapsed, cpu = time.monotonic() - t0, _cpu_seconds(proc.pid) - cpu0
-    finally:
-        proc.terminate()
-        await proc.wait()
+        )
+        async with session.get(url + "/sim/stats") as resp:
+            stats = await resp.json()
+    elapsed, cpu = time.monotonic() - t0, _cpu_seconds(pid) - cpu0
     lat = sorted(x for xs in per_user for x in xs)
     return (
         f"arm={args.arm} users={args.users} lanes={args.prefill_lanes} "

@@ -11,7 +11,7 @@ when the output limit cut the answer) and reports ``input_tokens_details.cached_
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -29,12 +29,18 @@ _METRIC_API: dict[Api, MetricApi] = {"chat": "openai_chat", "responses": "openai
 Respond = Callable[[web.Request, OpenAIPrompt, Prefilled, RequestContext], Awaitable[Served]]
 
 
-def chat_usage(outcome: CacheOutcome, output_tokens: int) -> dict[str, Any]:
+def chat_usage(
+    outcome: CacheOutcome, output_tokens: int, *, writes: bool = False
+) -> dict[str, Any]:
+    """Chat usage; ``writes`` (GPT-5.6+) adds ``prompt_tokens_details.cache_write_tokens``."""
+    details: dict[str, int] = {"cached_tokens": outcome.cache_read, "audio_tokens": 0}
+    if writes:
+        details["cache_write_tokens"] = outcome.cache_write
     return {
         "prompt_tokens": outcome.total_input,
         "completion_tokens": output_tokens,
         "total_tokens": outcome.total_input + output_tokens,
-        "prompt_tokens_details": {"cached_tokens": outcome.cache_read, "audio_tokens": 0},
+        "prompt_tokens_details": details,
         "completion_tokens_details": {
             "reasoning_tokens": 0,
             "audio_tokens": 0,
@@ -45,9 +51,17 @@ def chat_usage(outcome: CacheOutcome, output_tokens: int) -> dict[str, Any]:
 
 
 def responses_usage(outcome: CacheOutcome, output_tokens: int) -> dict[str, Any]:
+    """Responses usage: writes by TTL (the outcome's 5m/1h slots hold OpenAI's 30m/12h)."""
     return {
         "input_tokens": outcome.total_input,
-        "input_tokens_details": {"cached_tokens": outcome.cache_read},
+        "input_tokens_details": {
+            "cached_tokens": outcome.cache_read,
+            "cache_write_tokens": outcome.cache_write,
+            "cache_write_tokens_details": {
+                "ttl_30m_tokens": outcome.cache_write_5m,
+                "ttl_12h_tokens": outcome.cache_write_1h,
+            },
+        },
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": outcome.total_input + output_tokens,
@@ -71,7 +85,8 @@ def _groups(sim: Simulation, ans: Answer) -> list[str]:
 def _route(sim: Simulation, api: Api, respond: Respond) -> Route[OpenAIPrompt]:
     """An OpenAI endpoint: ``api``'s request rules, the shared OpenAI cache, ``respond``."""
 
-    def parse(body: Any) -> OpenAIPrompt:
+    def parse(body: Any, headers: Mapping[str, str]) -> OpenAIPrompt:
+        del headers
         return parse_request(body, api=api, config=sim.config.cache)
 
     def resolve(prompt: OpenAIPrompt, now: float) -> CacheOutcome:
@@ -92,6 +107,7 @@ def chat_route(sim: Simulation) -> Route[OpenAIPrompt]:
         n = len(ans.pieces)
         headers = {"x-request-id": ctx.request_id}
         finish = "length" if ans.truncated else "stop"
+        writes = prompt.breakpoints is not None
         base: dict[str, Any] = {
             "id": ctx.new_id("chatcmpl-", 29),
             "created": int(time.time()),
@@ -112,7 +128,7 @@ def chat_route(sim: Simulation) -> Route[OpenAIPrompt]:
                 "choices": [
                     {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
                 ],
-                "usage": chat_usage(pre.outcome, n),
+                "usage": chat_usage(pre.outcome, n, writes=writes),
             }
             sent = await send_json(request, payload, headers, abort=ctx.abort_during)
             return Served(sent, n, aborted=ctx.abort_during)
@@ -134,7 +150,9 @@ def chat_route(sim: Simulation) -> Route[OpenAIPrompt]:
             return Served(response, sim.sent_tokens(n), aborted=True)
         tail = frame({}, finish)
         if prompt.include_usage:
-            tail += event(None, chunk | {"choices": [], "usage": chat_usage(pre.outcome, n)})
+            tail += event(
+                None, chunk | {"choices": [], "usage": chat_usage(pre.outcome, n, writes=writes)}
+            )
         await response.write(tail + DONE)
         await response.write_eof()
         return Served(response, n)
@@ -179,6 +197,7 @@ def responses_route(sim: Simulation) -> Route[OpenAIPrompt]:
             "parallel_tool_calls": True,
             "previous_response_id": None,
             "prompt_cache_key": prompt.cache_key,
+            "prompt_cache_options": prompt.cache_options,
             "prompt_cache_retention": prompt.retention,
             "reasoning": {"effort": None, "summary": None},
             "service_tier": "default",

@@ -7,8 +7,16 @@ hash names every chunk-aligned prefix. A request is routed to one of N simulated
 machines by a hash of its first ~256 tokens plus ``prompt_cache_key``; past ~15 requests
 a minute per routing key, overflow spills to neighbouring machines, whose caches are
 cold. Prompts under 1,024 tokens are never cached; hits are the longest cached prefix in
-128-token steps, and each machine forgets a prefix after its retention. See
-``docs/simulator.md``.
+128-token steps, and each machine forgets a prefix after its retention.
+
+GPT-5.6 and later (``explicitBreakpoints`` in the model table) cache differently: entries
+exist only at breakpoints, which are the content parts marked ``prompt_cache_breakpoint``
+and, in the default ``implicit`` mode, one the provider places at the end of the latest
+user or tool message. A lookup matches a stored breakpoint exactly (any content-part
+boundary of the new request, the latest 80), with no 128-token rounding, so a stable
+prefix followed by a changing last message reads nothing unless a breakpoint marks where
+the stable part ends. Writes are reported as ``cache_write_tokens`` and billed 1.25x.
+Older models refuse the new fields as unknown parameters. See ``docs/simulator.md``.
 """
 
 from __future__ import annotations
@@ -20,17 +28,45 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from promptcache.models import lookup
 from promptcache.tokens import CHARS_PER_TOKEN
 
 from .config import CacheConfig
-from .errors import invalid_request
+from .errors import ApiError, invalid_request
 from .outcome import CacheOutcome
 from .store import CacheStore
 
 Api = Literal["chat", "responses"]
+BreakpointTtl = Literal["30m", "12h"]
 _MAX_ROUTING_KEYS = 10_000
 _WINDOW_S = 60.0
 _TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+_TTL_S: dict[str, float] = {"30m": 1_800.0, "12h": 43_200.0}
+_LOOKUP_BREAKPOINTS = 80
+"""Breakpoints of the conversation a lookup considers (the latest ones)."""
+_IMPLICIT_ROLES = frozenset({"user", "tool", "function"})
+
+
+@dataclass(frozen=True, slots=True)
+class Boundary:
+    """The end of one content part (or message) in the rendered prompt."""
+
+    tokens: int
+    digest: bytes
+    """Names the exact prompt prefix ending here."""
+    ttl: BreakpointTtl | None = None
+    """Set when this is a breakpoint the request writes (explicit or implicit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Breakpoints:
+    """GPT-5.6+ caching of one request: every boundary and the breakpoints it writes."""
+
+    boundaries: tuple[Boundary, ...]
+    writes: tuple[int, ...]
+    """Indexes into ``boundaries`` of the breakpoints written, ascending."""
+    enabled: bool = True
+    """False in ``explicit`` mode without a single breakpoint: no caching at all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +88,10 @@ class OpenAIPrompt:
     """``prompt_cache_key`` as sent (echoed by Responses)."""
     instructions: str | None = None
     """Responses ``instructions`` as sent (echoed)."""
+    breakpoints: Breakpoints | None = None
+    """GPT-5.6 and later: breakpoint caching instead of 128-token steps."""
+    cache_options: dict[str, Any] | None = None
+    """``prompt_cache_options`` as applied (echoed by Responses)."""
 
     @property
     def digest(self) -> bytes:
@@ -62,33 +102,122 @@ def _dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts: list[str] = []
-        for part in content:
+def _unknown(param: str) -> ApiError:
+    return invalid_request(f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter")
+
+
+def _breakpoint_ttl(value: Any, param: str, default: BreakpointTtl) -> BreakpointTtl:
+    if not isinstance(value, dict) or value.get("mode") != "explicit":
+        raise invalid_request(
+            f"Invalid value for '{param}.mode': expected 'explicit'.",
+            param=f"{param}.mode",
+            code="invalid_value",
+        )
+    ttl = value.get("ttl", default)
+    if ttl not in _TTL_S:
+        raise invalid_request(
+            f"Invalid value: '{ttl}'. Supported values are: '30m' and '12h'.",
+            param=f"{param}.ttl",
+            code="invalid_value",
+        )
+    return "12h" if ttl == "12h" else "30m"
+
+
+class _Render:
+    """The prompt string, with the offset and marker of every content-part boundary."""
+
+    def __init__(self, *, breakpoints_allowed: bool, default_ttl: BreakpointTtl) -> None:
+        self.pieces: list[str] = []
+        self.length = 0
+        self.boundaries: list[tuple[int, BreakpointTtl | None]] = []
+        self.implicit = 0
+        """Offset of the end of the latest user or tool message."""
+        self._allowed = breakpoints_allowed
+        self._default = default_ttl
+
+    def add(self, text: str) -> None:
+        self.pieces.append(text)
+        self.length += len(text)
+
+    def boundary(self, ttl: BreakpointTtl | None = None) -> None:
+        self.boundaries.append((self.length, ttl))
+
+    def content(self, content: Any, param: str) -> None:
+        if not isinstance(content, list):
+            self.add(content if isinstance(content, str) else _dump(content))
+            return
+        for k, part in enumerate(content):
+            ttl: BreakpointTtl | None = None
+            if isinstance(part, dict) and "prompt_cache_breakpoint" in part:
+                where = f"{param}[{k}].prompt_cache_breakpoint"
+                if not self._allowed:
+                    raise _unknown(where)
+                ttl = _breakpoint_ttl(part["prompt_cache_breakpoint"], where, self._default)
+                part = {key: v for key, v in part.items() if key != "prompt_cache_breakpoint"}
             if isinstance(part, dict) and part.get("type") in _TEXT_PARTS:
-                parts.append(str(part.get("text", "")))
+                self.add(str(part.get("text", "")))
             else:
-                parts.append(_dump(part))
-        return "".join(parts)
-    return _dump(content)
+                self.add(_dump(part))
+            self.boundary(ttl)
+
+    def items(self, items: list[Any], path: str) -> None:
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise invalid_request(
+                    f"Invalid type for '{path}[{i}]': expected an object.", param=f"{path}[{i}]"
+                )
+            role = item.get("role")
+            if isinstance(role, str):
+                self.add(f"<|{role}|>")
+                self.content(item.get("content"), f"{path}[{i}].content")
+            else:  # Responses items such as function_call / function_call_output
+                self.add(f"<|item|>{_dump(item)}")
+            self.boundary()
+            if role in _IMPLICIT_ROLES or item.get("type") == "function_call_output":
+                self.implicit = self.length
 
 
-def _render_items(items: list[Any], path: str) -> list[str]:
-    out: list[str] = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise invalid_request(
-                f"Invalid type for '{path}[{i}]': expected an object.", param=f"{path}[{i}]"
-            )
-        role = item.get("role")
-        if isinstance(role, str):
-            out.append(f"<|{role}|>{_content_text(item.get('content'))}")
-        else:  # Responses items such as function_call / function_call_output
-            out.append(f"<|item|>{_dump(item)}")
-    return out
+def _cache_options(
+    body: dict[str, Any], *, api: Api, allowed: bool
+) -> tuple[dict[str, Any] | None, str, BreakpointTtl]:
+    """``prompt_cache_options`` validated: (as applied, mode, request TTL)."""
+    options = body.get("prompt_cache_options")
+    if options is None:
+        return None, "implicit", "30m"
+    if not allowed:
+        raise _unknown("prompt_cache_options")
+    if not isinstance(options, dict):
+        raise invalid_request(
+            "Invalid type for 'prompt_cache_options': expected an object.",
+            param="prompt_cache_options",
+            code="invalid_type",
+        )
+    if body.get("prompt_cache_retention") is not None:
+        raise invalid_request(
+            "'prompt_cache_options' and 'prompt_cache_retention' cannot be used together; "
+            "use 'prompt_cache_options.ttl'.",
+            param="prompt_cache_options",
+            code="invalid_parameter_combination",
+        )
+    mode = options.get("mode", "implicit")
+    if mode not in ("implicit", "explicit"):
+        raise invalid_request(
+            f"Invalid value: '{mode}'. Supported values are: 'implicit' and 'explicit'.",
+            param="prompt_cache_options.mode",
+            code="invalid_value",
+        )
+    ttl = options.get("ttl", "30m")
+    supported = ("30m", "12h") if api == "responses" else ("30m",)
+    if ttl not in supported:
+        raise invalid_request(
+            f"Invalid value: '{ttl}'. Supported values are: "
+            + " and ".join(f"'{t}'" for t in supported)
+            + ".",
+            param="prompt_cache_options.ttl",
+            code="invalid_value",
+        )
+    applied = {"mode": mode, "ttl": ttl}
+    return applied, mode, "12h" if ttl == "12h" else "30m"
 
 
 def _max_tokens(body: dict[str, Any], *names: str) -> int | None:
@@ -113,10 +242,13 @@ def parse_request(body: Any, *, api: Api, config: CacheConfig) -> OpenAIPrompt:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise invalid_request("you must provide a model parameter")
-    pieces: list[str] = []
+    explicit = lookup("openai", model).explicit_breakpoints
+    applied, mode, default_ttl = _cache_options(body, api=api, allowed=explicit)
+    r = _Render(breakpoints_allowed=explicit, default_ttl=default_ttl)
     tools = body.get("tools")
     if tools:
-        pieces.append(f"<|tools|>{_dump(tools)}")
+        r.add(f"<|tools|>{_dump(tools)}")
+        r.boundary()
     if api == "chat":
         schema = body.get("response_format")
         messages = body.get("messages")
@@ -134,18 +266,21 @@ def parse_request(body: Any, *, api: Api, config: CacheConfig) -> OpenAIPrompt:
                 code="empty_array",
             )
         if schema:
-            pieces.append(f"<|schema|>{_dump(schema)}")
-        pieces.extend(_render_items(messages, "messages"))
+            r.add(f"<|schema|>{_dump(schema)}")
+            r.boundary()
+        r.items(messages, "messages")
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         max_out = _max_tokens(body, "max_completion_tokens", "max_tokens")
     else:
         text_config = body.get("text")
         if isinstance(text_config, dict) and text_config.get("format"):
-            pieces.append(f"<|schema|>{_dump(text_config['format'])}")
+            r.add(f"<|schema|>{_dump(text_config['format'])}")
+            r.boundary()
         instructions = body.get("instructions")
         if isinstance(instructions, str) and instructions:
-            pieces.append(f"<|developer|>{instructions}")
+            r.add(f"<|developer|>{instructions}")
+            r.boundary()
         items = body.get("input")
         if items is None and not instructions:
             raise invalid_request(
@@ -154,21 +289,25 @@ def parse_request(body: Any, *, api: Api, config: CacheConfig) -> OpenAIPrompt:
                 code="missing_required_parameter",
             )
         if isinstance(items, str):
-            pieces.append(f"<|user|>{items}")
+            r.add(f"<|user|>{items}")
+            r.boundary()
+            r.implicit = r.length
         elif isinstance(items, list):
-            pieces.extend(_render_items(items, "input"))
+            r.items(items, "input")
         include_usage = True
         max_out = _max_tokens(body, "max_output_tokens")
-    retention = body.get("prompt_cache_retention") or "in_memory"
-    if retention not in ("in_memory", "24h"):
+    retention = body.get("prompt_cache_retention") or ("24h" if explicit else "in_memory")
+    if retention not in ("in_memory", "24h") or (explicit and retention != "24h"):
+        supported = "'24h'" if explicit else "'in_memory' and '24h'"
         raise invalid_request(
-            f"Invalid value: '{retention}'. Supported values are: 'in_memory' and '24h'.",
+            f"Invalid value: '{retention}'. Supported values are: {supported}.",
             param="prompt_cache_retention",
             code="invalid_value",
         )
     stream = body.get("stream") is True
     key = body.get("prompt_cache_key")
-    prompt = "".join(pieces)
+    prompt = "".join(r.pieces)
+    breakpoints = _breakpoints(r, prompt, model, mode, default_ttl) if explicit else None
 
     chunk_chars = int(config.openai_step_tokens * CHARS_PER_TOKEN)
     hasher = hashlib.sha256(b"openai\x00" + model.encode() + b"\x00")
@@ -190,6 +329,48 @@ def parse_request(body: Any, *, api: Api, config: CacheConfig) -> OpenAIPrompt:
         retention="24h" if retention == "24h" else "in_memory",
         cache_key=key if isinstance(key, str) else None,
         instructions=body.get("instructions") if api == "responses" else None,
+        breakpoints=breakpoints,
+        cache_options=applied or ({"mode": "implicit", "ttl": "30m"} if explicit else None),
+    )
+
+
+def _breakpoints(
+    r: _Render, prompt: str, model: str, mode: str, default_ttl: BreakpointTtl
+) -> Breakpoints:
+    """Hash every boundary once; pick the breakpoints this request writes."""
+    hasher = hashlib.sha256(b"openai-bp\x00" + model.encode() + b"\x00")
+    done = 0
+    boundaries: list[Boundary] = []
+    marked: list[int] = []
+    seen: dict[int, int] = {}
+    for offset, ttl in r.boundaries:
+        if offset in seen:  # a message end right after its last part: the same prefix
+            index = seen[offset]
+            old = boundaries[index]
+            if ttl is not None and old.ttl is None:
+                boundaries[index] = Boundary(old.tokens, old.digest, ttl)
+                marked.append(index)
+            continue
+        hasher.update(prompt[done:offset].encode())
+        done = offset
+        seen[offset] = len(boundaries)
+        if ttl is not None:
+            marked.append(len(boundaries))
+        boundaries.append(
+            Boundary(math.ceil(offset / CHARS_PER_TOKEN), hasher.copy().digest(), ttl)
+        )
+    writes = sorted(set(marked))[-(3 if mode == "implicit" else 4) :] if marked else []
+    if mode == "implicit" and r.implicit in seen:
+        index = seen[r.implicit]
+        if boundaries[index].ttl is None:
+            boundaries[index] = Boundary(
+                boundaries[index].tokens, boundaries[index].digest, default_ttl
+            )
+        writes = sorted({*writes, index})
+    return Breakpoints(
+        boundaries=tuple(boundaries),
+        writes=tuple(writes),
+        enabled=mode == "implicit" or bool(marked),
     )
 
 
@@ -227,8 +408,54 @@ class OpenAICache:
         window.append(now)
         return (base + spill) % len(self.machines)
 
+    def _resolve_breakpoints(
+        self, prompt: OpenAIPrompt, bps: Breakpoints, *, now: float
+    ) -> CacheOutcome:
+        """GPT-5.6+: an exact match at a stored breakpoint; writes at this request's."""
+        minimum = self.config.openai_min_tokens
+        if not bps.enabled or prompt.prompt_tokens < minimum:
+            return CacheOutcome(total_input=prompt.prompt_tokens)
+        store = self.machines[self.route(prompt, now=now)]
+        boundaries = bps.boundaries
+        read = 0
+        for b in reversed(boundaries[-_LOOKUP_BREAKPOINTS:]):
+            if b.tokens >= minimum and store.get(b.digest, now=now) is not None:
+                store.touch(b.digest, now=now)
+                read = b.tokens
+                break
+        writes = [
+            boundaries[i]
+            for i in bps.writes
+            if boundaries[i].tokens > read and boundaries[i].tokens >= minimum
+        ]
+        short = long = 0
+        previous = read
+        for b in writes:
+            stretch = b.tokens - previous
+            previous = b.tokens
+            if b.ttl == "12h":
+                long += stretch
+            else:
+                short += stretch
+
+        def commit(at: float) -> None:
+            for b in writes:
+                store.put(b.digest, tokens=b.tokens, ttl_s=_TTL_S[b.ttl or "30m"], now=at)
+
+        # The outcome's 5m/1h slots carry OpenAI's 30m/12h writes (short/long TTL).
+        return CacheOutcome(
+            total_input=prompt.prompt_tokens,
+            cache_read=read,
+            cache_write_5m=short,
+            cache_write_1h=long,
+            eligible=True,
+            commit=commit,
+        )
+
     def resolve(self, prompt: OpenAIPrompt, *, now: float) -> CacheOutcome:
         """Cached tokens at prefill start; this request's chunks are stored on ``commit``."""
+        if prompt.breakpoints is not None:
+            return self._resolve_breakpoints(prompt, prompt.breakpoints, now=now)
         cfg = self.config
         first = math.ceil(cfg.openai_min_tokens / cfg.openai_step_tokens) - 1
         hashes = prompt.chunk_hashes

@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -54,6 +53,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from promptcache.demo.services import free_ports
 from tests.cluster.pki import cert_pem, issue, key_pem, make_ca, validity, write
 
 __all__ = [
@@ -588,20 +588,6 @@ class ControlPlane:
 
 
 # ----------------------------------------------------------- helpers (the harness's too)
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct loopback TCP ports that were free a moment ago (held open together)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def terminate(proc: subprocess.Popen[bytes], grace: float) -> None:

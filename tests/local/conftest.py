@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from promptcache.demo.services import simulator
+from promptcache.demo.services import free_port, simulator
 from promptcache.sidecar.admin import create_admin_app
 from promptcache.sidecar.app import build_state, create_app
 from promptcache.sidecar.config import SidecarSettings
@@ -84,12 +83,6 @@ async def fake_upstream() -> AsyncIterator[FakeUpstream]:
         yield fake
     finally:
         await server.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- the sidecar

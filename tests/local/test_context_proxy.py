@@ -18,7 +18,9 @@ import openai
 import pytest
 import yaml
 
+from promptcache.sidecar.planner import MissReason, Plan, Planner, PlanRequest
 from promptcache.simulator import SimConfig, SimServer
+from promptcache.usage import Usage
 from tests.local.conftest import FakeUpstream, StartSidecar
 from tests.local.context_services import ContextService
 
@@ -320,3 +322,58 @@ async def test_retrieval_by_the_users_question_through_the_sidecar(
     }
     assert after.strip() == question
     assert context_service.hits["search"] == 1
+
+
+# ------------------------------------------------ the hook: blocks reach the planner
+class SpyPlanner(Planner):
+    """Passes requests through and remembers what it was given."""
+
+    def __init__(self) -> None:
+        self.requests: list[PlanRequest] = []
+        self.outcomes: list[Usage] = []
+
+    def plan(self, request: PlanRequest) -> Plan:
+        self.requests.append(request)
+        return Plan(body=request.body, model=request.body.get("model"))
+
+    def record_outcome(self, plan: Plan, usage: Usage, now: float) -> MissReason | None:
+        self.outcomes.append(usage)
+        return "first_write"
+
+
+def _hook_policy(path: Path, base: str, *, required: str) -> Path:
+    path.write_text(
+        "kind: PromptPolicy\n"
+        "metadata: {name: support}\n"
+        "spec:\n"
+        "  provider: anthropic\n"
+        "  contextDeadline: 2s\n"
+        "  contextSources:\n"
+        f"    - {{name: orders, url: '{base}/text/orders', timeout: 1s}}\n"
+        f"    - {{name: profile, url: '{base}/status/500', required: {required}}}\n"
+    )
+    return path
+
+
+async def _hook_call(url: str) -> anthropic.types.Message:
+    async with anthropic.AsyncAnthropic(api_key="k", base_url=url, max_retries=0) as client:
+        return await client.messages.create(
+            model="claude-sonnet-4-6", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+
+
+async def test_context_blocks_reach_the_planner_and_misses_are_counted(
+    start_sidecar: StartSidecar, fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    spy = SpyPlanner()
+    async with ContextService.running() as service:
+        policy = _hook_policy(tmp_path / "p.yaml", service.base_url, required="false")
+        sc = await start_sidecar(planner=spy, policy=policy)
+        await _hook_call(sc.url)
+    (request,) = spy.requests
+    assert request.policy_name == "support"
+    names = [block.name for block in request.context]
+    assert names == ["orders", "profile"]
+    assert request.context[0].text == "orders context (GET)"
+    assert spy.outcomes == [Usage(uncached=120, cache_read=3500, output=12)]
+    assert sc.metric("promptcache_cache_misses_total", policy="support", reason="first_write") == 1

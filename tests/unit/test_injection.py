@@ -172,13 +172,18 @@ def test_native_sidecar_goes_first_in_init_containers() -> None:
     assert [c["name"] for c in out["spec"]["containers"]] == ["app"]
 
 
-def test_container_sidecar_is_appended_on_old_clusters() -> None:
+def test_container_sidecar_goes_first_and_holds_the_app_on_old_clusters() -> None:
     out, _ = run(make_pod(annotations=OPT_IN), injector=make_injector(native=False))
-    assert [c["name"] for c in out["spec"]["containers"]] == ["app", "promptcache"]
+    assert [c["name"] for c in out["spec"]["containers"]] == ["promptcache", "app"]
     assert "initContainers" not in out["spec"]
     sidecar = sidecar_of(out)
     assert "restartPolicy" not in sidecar
     assert "startupProbe" not in sidecar
+    # The kubelet starts the app only when the sidecar's postStart hook has returned.
+    command = sidecar["lifecycle"]["postStart"]["exec"]["command"]
+    assert command[:2] == ["python3", "-c"]
+    assert command[3:] == ["http://127.0.0.1:9787/readyz", "60"]
+    compile(command[2], "<postStart>", "exec")
     status = json.loads(out["metadata"]["annotations"][STATUS_ANNOTATION])
     assert status == {"version": "9.9.9", "policy": "support", "sidecar": "container"}
 
@@ -207,6 +212,7 @@ def test_sidecar_container_follows_the_contract() -> None:
     assert sidecar["securityContext"] == {
         "runAsNonRoot": True,
         "runAsUser": 65532,
+        "runAsGroup": 65532,
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
@@ -364,7 +370,8 @@ def test_resources_are_overridable_per_pod() -> None:
         "limits": {"cpu": "2", "memory": "256Mi"},
     }
     assert decision.warnings == [
-        "promptcache: ignored promptcache.io/sidecar-memory-limit='nonsense': not a quantity"
+        "promptcache: ignored promptcache.io/sidecar-memory-limit='nonsense': "
+        "not a quantity: 'nonsense'"
     ]
 
 
@@ -403,18 +410,22 @@ def test_parse_quantity_rejects(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "minor", "expected"),
+    ("mode", "minor", "kubelets", "expected"),
     [
-        ("auto", 28, False),
-        ("auto", 29, True),
-        ("auto", 34, True),
-        ("auto", None, False),
-        ("always", 20, True),
-        ("never", 34, False),
+        ("auto", 28, [], False),
+        ("auto", 29, [], True),  # no nodes yet: the API server decides
+        ("auto", 34, [34, 33, 29], True),
+        ("auto", 34, [34, 28], False),  # one old kubelet: a native sidecar would hang there
+        ("auto", 34, None, False),  # nodes unreadable: the mode every kubelet runs
+        ("auto", None, [], False),
+        ("always", 20, [20], True),
+        ("never", 34, [34], False),
     ],
 )
-def test_native_sidecar_decision(mode: str, minor: int | None, expected: bool) -> None:
-    assert native_enabled(mode, minor) is expected
+def test_native_sidecar_decision(
+    mode: str, minor: int | None, kubelets: list[int] | None, expected: bool
+) -> None:
+    assert native_enabled(mode, minor, kubelets) is expected
 
 
 # ------------------------------------------------------------------ idempotency
@@ -437,14 +448,14 @@ def test_inject_does_not_mutate_its_input() -> None:
 
 
 def test_kopf_patch_fn_gives_a_json_patch_that_reproduces_the_injection() -> None:
-    # The webhook hands kopf `inject_in_place` as a patch fn; kopf diffs the result into
+    # The webhook hands kopf the injected pod as a patch fn; kopf diffs the result into
     # the JSONPatch the API server applies. Applying that patch must give the same pod,
     # and running the fn again on the result must add nothing.
     injector = make_injector()
     pod = make_pod(annotations=OPT_IN, init=[{"name": "migrate", "image": "m"}])
-    expected, decision = run(pod, injector=injector)
+    expected, _ = run(pod, injector=injector)
     patch = kopf.Patch(body=kopf.Body(pod))  # type: ignore[arg-type]
-    patch.fns.append(patch_fn(decision=decision, injector=injector))
+    patch.fns.append(patch_fn(expected))
     ops = patch.as_json_patch()
     assert ops
     patched = jsonpatch.apply_patch(pod, ops)

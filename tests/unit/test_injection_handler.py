@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import kopf
+from prometheus_client import CollectorRegistry, Counter
 from promptcache_operator.kube import KubeClient
 from promptcache_operator.runtime import MEMO_KEY, NamespaceLabels, Runtime
 from promptcache_operator.settings import OperatorOptions, parse_injector_config
@@ -62,7 +64,7 @@ async def call(
     return patch, warnings
 
 
-async def test_namespace_label_opts_in_and_is_looked_up_only_when_needed() -> None:
+async def test_namespace_label_opts_in_and_is_looked_up_outside_excluded_namespaces() -> None:
     namespaces = FakeNamespaces({"apps": {"promptcache.io/inject": "enabled"}})
     memo = memo_with(namespaces)
     patch, _ = await call(pod({}), memo)
@@ -70,19 +72,26 @@ async def test_namespace_label_opts_in_and_is_looked_up_only_when_needed() -> No
     assert patch.as_json_patch()
     assert namespaces.asked == ["apps"]
 
-    patch, _ = await call(pod({"promptcache.io/inject": "true"}), memo)
     patch, _ = await call(pod({"promptcache.io/inject": "false"}), memo)
     assert not patch
     patch, _ = await call(pod({}), memo, namespace="kube-system")
     assert not patch
-    assert namespaces.asked == ["apps"]  # explicit answers and excluded namespaces need no lookup
+    assert namespaces.asked == ["apps", "apps"]  # excluded namespaces need no lookup
+
+
+async def test_a_namespace_labelled_disabled_is_never_injected() -> None:
+    namespaces = FakeNamespaces({"apps": {"promptcache.io/inject": "disabled"}})
+    patch, _ = await call(pod({"promptcache.io/inject": "true"}), memo_with(namespaces))
+    assert not patch
 
 
 async def test_warnings_reach_the_admission_response_once() -> None:
     memo = memo_with(FakeNamespaces({}))
     annotations = {"promptcache.io/inject": "true", "promptcache.io/sidecar-cpu": "many"}
     patch, warnings = await call(pod(annotations), memo)
-    assert warnings == ["promptcache: ignored promptcache.io/sidecar-cpu='many': not a quantity"]
+    assert warnings == [
+        "promptcache: ignored promptcache.io/sidecar-cpu='many': not a quantity: 'many'"
+    ]
     patch.as_json_patch()
     patch.as_json_patch()
     assert len(warnings) == 1
@@ -93,3 +102,20 @@ async def test_before_startup_pods_pass_untouched() -> None:
         pod({"promptcache.io/inject": "true"}), memo_with(FakeNamespaces({}), ready=False)
     )
     assert not patch
+
+
+class SlowClient(KubeClient):
+    async def get(self, path: str, *, params: Any = None) -> dict[str, Any]:
+        await asyncio.sleep(10)
+        raise AssertionError("not reached")
+
+
+async def test_a_slow_namespace_lookup_stays_inside_the_webhooks_budget() -> None:
+    failures = Counter("lookups_failed", "test", registry=CollectorRegistry())
+    labels = NamespaceLabels(
+        SlowClient(login=lambda: None), ttl=10, timeout=0.05, failures=failures
+    )
+    started = asyncio.get_running_loop().time()
+    assert await labels.get("apps") is None
+    assert asyncio.get_running_loop().time() - started < 2
+    assert failures._value.get() == 1

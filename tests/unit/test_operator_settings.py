@@ -31,7 +31,9 @@ otel:
   endpoint: ""
   protocol: http/protobuf
   extraEnv: {}
-excludeNamespaces: [kube-system, kube-public]
+mode: apply
+anthropicDiagnostics: false
+excludeNamespaces: [kube-system, kube-public, cert-manager]
 """
 
 

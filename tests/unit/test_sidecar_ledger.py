@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from promptcache.sidecar.ledger import IDLE_DELAY
+from promptcache.sidecar.backlog import IDLE_DELAY, Backlog
 from promptcache.sidecar.metrics import Metrics
 from promptcache.usage import Usage
 
@@ -60,8 +60,8 @@ def test_ledger_samples_and_exposition() -> None:
 
 async def test_backlog_runs_before_any_read_of_the_metrics() -> None:
     registry = CollectorRegistry()
-    metrics = Metrics(registry)
-    backlog = metrics.ledger.backlog
+    backlog = Backlog()
+    metrics = Metrics(registry, before_collect=backlog.run)
     # Deferred counting updates the ledger and the counters registered after it alike.
     backlog.add(lambda: metrics.ledger.count("anthropic", "m", "none", "ok"))
     backlog.add(lambda: metrics.inc(metrics.cache_misses, ("none", "first_write")))
@@ -89,7 +89,7 @@ async def test_backlog_runs_before_any_read_of_the_metrics() -> None:
 
 
 async def test_backlog_runs_when_idle_without_a_read() -> None:
-    backlog = Metrics(CollectorRegistry()).ledger.backlog
+    backlog = Backlog()
     done: list[int] = []
     backlog.add(lambda: done.append(1))
     await asyncio.sleep(0)
@@ -99,7 +99,7 @@ async def test_backlog_runs_when_idle_without_a_read() -> None:
 
 
 async def test_backlog_run_soon_runs_after_the_request_is_written() -> None:
-    backlog = Metrics(CollectorRegistry()).ledger.backlog
+    backlog = Backlog()
     order: list[str] = []
     backlog.add(lambda: order.append("counted"))
     backlog.run_soon()  # the proxy, just before it sends ...
@@ -112,7 +112,7 @@ async def test_backlog_run_soon_runs_after_the_request_is_written() -> None:
 
 
 async def test_backlog_failure_costs_one_item_only(caplog: pytest.LogCaptureFixture) -> None:
-    backlog = Metrics(CollectorRegistry()).ledger.backlog
+    backlog = Backlog()
     done: list[int] = []
 
     def broken() -> None:

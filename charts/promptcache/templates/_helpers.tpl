@@ -66,10 +66,16 @@ app.kubernetes.io/component: {{ . }}
 {{- end -}}
 {{- end -}}
 
-{{/* The sidecar image: injector.image, falling back to image piece by piece. */}}
+{{/*
+The sidecar image: injector.image, falling back to image piece by piece. A digest pins
+it: injector.image.digest, or image.digest when the repository is not overridden (a
+digest of one repository means nothing in another).
+*/}}
 {{- define "promptcache.sidecarImage" -}}
 {{- $repo := default .Values.image.repository .Values.injector.image.repository -}}
-{{- if .Values.injector.image.tag -}}
+{{- if .Values.injector.image.digest -}}
+{{- printf "%s@%s" $repo .Values.injector.image.digest -}}
+{{- else if .Values.injector.image.tag -}}
 {{- printf "%s:%s" $repo .Values.injector.image.tag -}}
 {{- else if and .Values.image.digest (not .Values.injector.image.repository) -}}
 {{- printf "%s@%s" $repo .Values.image.digest -}}
@@ -115,27 +121,41 @@ manifest is stable.
 {{/*
 The webhook's TLS material, computed once per render and shared by the Secret and the
 MutatingWebhookConfiguration (both must agree on the CA). An existing Secret is reused
-(`lookup`), so `helm upgrade` keeps the CA the API server already trusts; only a fresh
-install, or a Secret deleted by hand, generates a new CA. `helm template` has no cluster
-to look into and generates fresh material on every run.
-Returns JSON: {"ca": <PEM>, "cert": <PEM>, "key": <PEM>} (all unencoded).
+(`lookup`) as long as its certificate names the Service as it is now and stays valid
+for more than certificates.renewBeforeDays (its Secret annotations record both), so
+`helm upgrade` keeps the CA the API server already trusts. Otherwise a new CA and
+certificate are generated, and the caBundle carries the new CA *and* the previous one:
+the API server trusts both while the operator pods still serve the old certificate
+(until the kubelet refreshes the mounted Secret and kopf re-reads it).
+`helm template` has no cluster to look into and generates fresh material on every run.
+Returns JSON: {"ca", "cert", "key", "bundle", "sans", "notAfter"} (PEM unencoded).
 */}}
 {{- define "promptcache.webhookTLS" -}}
 {{- $cache := .Values._promptcacheTLS | default dict -}}
 {{- if not $cache.ca -}}
-{{- $secret := lookup "v1" "Secret" .Release.Namespace (include "promptcache.webhookSecretName" .) -}}
-{{- $data := dig "data" dict $secret -}}
-{{- if and (index $data "ca.crt") (index $data "tls.crt") (index $data "tls.key") -}}
-{{- $cache = dict "ca" (index $data "ca.crt" | b64dec) "cert" (index $data "tls.crt" | b64dec) "key" (index $data "tls.key" | b64dec) -}}
-{{- else -}}
 {{- $svc := include "promptcache.webhookServiceName" . -}}
 {{- $ns := .Release.Namespace -}}
+{{- $sansList := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
+{{- $sans := join "," $sansList -}}
+{{- $now := now | unixEpoch | int64 -}}
+{{- $renewBefore := mul (int .Values.certificates.renewBeforeDays) 86400 -}}
+{{- $secret := lookup "v1" "Secret" $ns (include "promptcache.webhookSecretName" .) -}}
+{{- $data := dig "data" dict $secret -}}
+{{- $ann := dig "metadata" "annotations" dict $secret -}}
+{{- $notAfter := index $ann "promptcache.io/not-after" | default "0" | int64 -}}
+{{- $reuse := and (index $data "ca.crt") (index $data "tls.crt") (index $data "tls.key") (eq (index $ann "promptcache.io/sans" | default "") $sans) (gt (sub $notAfter $now) $renewBefore) -}}
+{{- if $reuse -}}
+{{- $ca := index $data "ca.crt" | b64dec -}}
+{{- $previous := index $data "previous-ca.crt" | default "" | b64dec -}}
+{{- $cache = dict "ca" $ca "cert" (index $data "tls.crt" | b64dec) "key" (index $data "tls.key" | b64dec) "previous" $previous "sans" $sans "notAfter" (toString $notAfter) -}}
+{{- else -}}
 {{- $days := int .Values.certificates.validityDays -}}
 {{- $ca := genCA (printf "%s-ca" (include "promptcache.fullname" .)) $days -}}
-{{- $sans := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
-{{- $cert := genSignedCert (printf "%s.%s.svc" $svc $ns) nil $sans $days $ca -}}
-{{- $cache = dict "ca" $ca.Cert "cert" $cert.Cert "key" $cert.Key -}}
+{{- $cert := genSignedCert (printf "%s.%s.svc" $svc $ns) nil $sansList $days $ca -}}
+{{- $previous := index $data "ca.crt" | default "" | b64dec -}}
+{{- $cache = dict "ca" $ca.Cert "cert" $cert.Cert "key" $cert.Key "previous" $previous "sans" $sans "notAfter" (toString (add $now (mul $days 86400))) -}}
 {{- end -}}
+{{- $_ := set $cache "bundle" (printf "%s%s" $cache.ca $cache.previous) -}}
 {{- $_ := set .Values "_promptcacheTLS" $cache -}}
 {{- end -}}
 {{- toJson $cache -}}
@@ -158,6 +178,9 @@ Included once, from the operator Deployment.
 {{- end -}}
 {{- if eq (int $op.healthPort) (int .Values.webhook.port) -}}
 {{- fail "operator.healthPort and webhook.port must differ" -}}
+{{- end -}}
+{{- if or (eq (int $op.metricsPort) (int .Values.webhook.port)) (eq (int $op.metricsPort) (int $op.healthPort)) -}}
+{{- fail "operator.metricsPort must differ from webhook.port and operator.healthPort" -}}
 {{- end -}}
 {{- if and .Values.certificates.certManager.enabled .Values.certificates.certManager.issuerRef.name (not .Values.certificates.certManager.issuerRef.kind) -}}
 {{- fail "certificates.certManager.issuerRef.kind is required with issuerRef.name" -}}

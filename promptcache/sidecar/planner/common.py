@@ -18,6 +18,7 @@ from promptcache.sidecar.planner.guard import Guard, Source
 from promptcache.sidecar.planner.memo import Memos, dumps, identity
 from promptcache.sidecar.planner.types import ContextBlock, Ttl
 from promptcache.sidecar.planner.volatile import Detector
+from promptcache.wire import Provider
 
 LOOKBACK_BLOCKS = 20
 """Anthropic checks a breakpoint, then walks back this many blocks for an earlier entry."""
@@ -41,7 +42,8 @@ class Env:
     """Resolve ``ttl: auto`` for the static prefix with this fingerprint (records a use)."""
     memo: Memos
     """The planner's memo tables."""
-    openai_compatible: bool = False
+    provider: Provider = "anthropic"
+    """Who serves the request (``wire.provider_of`` of the route and the policy)."""
     learn: Callable[[str, str], Split | None] | None = None
     """The learner, given the system text and the tools digest; ``None``: learning off."""
     learned: Split | None = None

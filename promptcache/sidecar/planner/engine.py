@@ -139,7 +139,7 @@ class Planner:
             detector=self.memo.detector(policy.volatile) if policy is not None else None,
             auto_ttl=auto_ttl,
             memo=self.memo,
-            openai_compatible=provider == "openai-compatible",
+            provider=provider,
             learn=learn if learner is not None else None,
             guard=self.guard,
             base_key=base_key,

@@ -19,6 +19,7 @@ from promptcache.sidecar.planner.system import Source
 from promptcache.sidecar.planner.turns import newest_user, role_of
 from promptcache.sidecar.planner.types import Diagnostics, Plan
 from promptcache.tokens import estimate_json
+from promptcache.wire import is_openai_compatible
 
 SYSTEM_ROLES = ("system", "developer")
 GRANULARITY = {"openai": 128, "openai-compatible": 16}
@@ -113,7 +114,7 @@ def plan_openai(
     """Plan one Chat Completions or Responses body; also return the static snapshot."""
     policy = env.policy
     provider: Literal["openai", "openai-compatible"] = (
-        "openai-compatible" if env.openai_compatible else "openai"
+        "openai-compatible" if is_openai_compatible(env.provider) else "openai"
     )
     shape = _locate(body, route)
     listing, conv, part_type = shape.listing, shape.conversation, shape.part_type

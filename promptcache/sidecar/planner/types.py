@@ -12,17 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from promptcache.models import Provider
 from promptcache.policy.schema import PolicySpec
 from promptcache.sidecar.learner import Split
 from promptcache.sidecar.planner.guard import GuardNote
-
-Route = Literal["messages", "chat", "responses"]
-"""Anthropic ``/v1/messages``; OpenAI ``/v1/chat/completions``; OpenAI ``/v1/responses``."""
+from promptcache.wire import Provider, provider_of
+from promptcache.wire import Route as Route  # re-exported: the planner's contract names it
+from promptcache.wire import Ttl as Ttl
 
 MissReason = Literal["prefix_changed", "ttl_expired", "below_minimum", "first_write", "unknown"]
 Tier = Literal["tools", "system", "history", "client", "automatic"]
-Ttl = Literal["5m", "1h"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +46,7 @@ class PlanRequest:
 
     @property
     def provider(self) -> Provider:
-        if self.route == "messages":
-            return "anthropic"
-        if self.policy is not None and self.policy.provider == "openai-compatible":
-            return "openai-compatible"
-        return "openai"
+        return provider_of(self.route, self.policy.provider if self.policy else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Build the pinned scanner binaries the chart tests run: promtool and kube-score.
+#
+# Why: `make test` checks the chart's PrometheusRule with promtool (check rules +
+# unit tests of every alert) and scores the rendered manifests with kube-score. Both
+# are Go programs; like hack/kubebin/build.sh, they are compiled from the Go module
+# proxy (no prebuilt binary is downloaded) into a per-machine cache with its own key,
+# so the build happens once per version set.
+#
+# Usage:   BIN=$(hack/scanners/build.sh | tail -1)
+# Output:  progress on stderr; the bin dir is the last line of stdout.
+# Cache:   ${PROMPTCACHE_SCANNERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/promptcache/scanners}/<key>/
+# Fails (exit 1) when a binary cannot be built: the tests need them, nothing is skipped.
+set -euo pipefail
+
+# ---- pinned versions --------------------------------------------------------
+# Prometheus tags its Go module v0.<minor><patch>.x for release v3.<minor>.x.
+PROMETHEUS_VERSION=v0.307.3   # github.com/prometheus/prometheus (Prometheus v3.7.3)
+PROMETHEUS_RELEASE=3.7.3
+KUBE_SCORE_VERSION=v1.20.0    # github.com/zegl/kube-score
+# -----------------------------------------------------------------------------
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+binaries=(promtool kube-score)
+log() { printf 'scanners: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# The key also hashes the wrapper module, so an edit of its go.mod/go.sum builds afresh.
+wrapper_hash=$(cat "$here/tools/go.mod" "$here/tools/go.sum" 2>/dev/null | sha256sum | cut -c1-10)
+key="prometheus-${PROMETHEUS_VERSION}_kube-score-${KUBE_SCORE_VERSION}_$(uname -s)-$(uname -m)_${wrapper_hash}"
+cache_root=${PROMPTCACHE_SCANNERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/promptcache/scanners}
+bin_dir="$cache_root/$key"
+stamp="$bin_dir/.build-complete"
+
+complete() {
+  [[ -f $stamp ]] || return 1
+  local b
+  for b in "${binaries[@]}"; do
+    [[ -x $bin_dir/$b ]] || return 1
+  done
+}
+
+if complete; then
+  echo "$bin_dir"
+  exit 0
+fi
+mkdir -p "$bin_dir"
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$cache_root/.lock-$key"
+  if ! flock -n 9; then
+    log "another build holds $cache_root/.lock-$key; waiting"
+    flock 9
+  fi
+  if complete; then
+    echo "$bin_dir"
+    exit 0
+  fi
+fi
+command -v go >/dev/null 2>&1 || die "go is not on PATH; Go >= 1.24 is needed to build promtool and kube-score"
+
+export CGO_ENABLED=0 GOFLAGS=-mod=mod GOWORK=off
+tmp_dir=$(mktemp -d "$bin_dir/.tmp.XXXXXX")
+trap 'rm -rf "$tmp_dir"' EXIT
+start_all=$SECONDS
+
+grep -Eq "github\.com/prometheus/prometheus ${PROMETHEUS_VERSION}\$" "$here/tools/go.mod" ||
+  die "hack/scanners/tools/go.mod does not require prometheus ${PROMETHEUS_VERSION}"
+grep -Eq "github\.com/zegl/kube-score ${KUBE_SCORE_VERSION}\$" "$here/tools/go.mod" ||
+  die "hack/scanners/tools/go.mod does not require kube-score ${KUBE_SCORE_VERSION}"
+
+build() {  # name, package, extra ldflags
+  local name=$1 pkg=$2 ldflags=$3 t0=$SECONDS
+  if [[ -x $bin_dir/$name ]]; then
+    log "$name already built"
+    return
+  fi
+  log "building $name ($pkg)"
+  (cd "$here/tools" && go build -trimpath -ldflags="-s -w $ldflags" -o "$tmp_dir/$name" "$pkg") ||
+    die "building $name failed"
+  mv -f "$tmp_dir/$name" "$bin_dir/$name"
+  log "built $name in $((SECONDS - t0))s"
+}
+
+build promtool github.com/prometheus/prometheus/cmd/promtool \
+  "-X github.com/prometheus/common/version.Version=${PROMETHEUS_RELEASE}"
+build kube-score github.com/zegl/kube-score/cmd/kube-score \
+  "-X main.version=${KUBE_SCORE_VERSION}"
+
+for b in "${binaries[@]}"; do
+  [[ -x $bin_dir/$b ]] || die "$b missing after build"
+done
+{
+  echo "prometheus ${PROMETHEUS_VERSION}"
+  echo "kube-score ${KUBE_SCORE_VERSION}"
+  echo "go $(go env GOVERSION)"
+  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) in $((SECONDS - start_all))s"
+} >"$stamp"
+log "done in $((SECONDS - start_all))s"
+echo "$bin_dir"
