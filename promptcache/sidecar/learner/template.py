@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from promptcache.sidecar.learner.units import Units
+from promptcache.sidecar.learner.units import Units, split_units
 
 GapKind = Literal["request", "conversation", "mixed"]
 CONVERSATIONS_PER_GAP = 16
@@ -33,6 +34,8 @@ MAX_LABELS = 256
 """Labels a gap remembers (kept or changed) before it forgets them all."""
 LABEL_MAX = 40
 """Longest label (text before ``": "`` at the start of a unit), characters."""
+STRETCH_CHARS = 256 * 1024
+"""Stable text kept per template for the fast path (longer prompts take the slow path)."""
 MAX_GAPS = 32
 """A template with more gaps than this is too fragmented to be worth applying."""
 
@@ -169,6 +172,11 @@ class Template:
     """Cached tokens the plans under this template expected (measured hit rate)."""
     hits_read: int = 0
     input_tokens: int = 0
+    stretches: list[str] | None = None
+    """Text of the stable stretches the last request held (for ``fit``; bounded by
+    ``STRETCH_CHARS``). Kept in memory only, never shown."""
+    gap_keys: list[int | None] = field(default_factory=list)
+    """Gap before each stretch and after the last (``None``: no gap there)."""
 
     @classmethod
     def first(cls, tid: str, units: Units) -> Template:
@@ -233,35 +241,128 @@ class Template:
         for k in range(len(pairs) + 1):
             if k > 0:
                 r = bounds[k]
-                _extend(stable, units.start(r), units.ends[r])
+                if (k - 2) in gaps or not stable:  # a gap (even empty) ends a stretch
+                    stable.append((units.start(r), units.ends[r]))
+                else:
+                    stable[-1] = (stable[-1][0], units.ends[r])
             here = gaps.get(k - 1)
             if here is None:
                 continue
             lo, hi = bounds[k] + 1, bounds[k + 1]
-            labels = [label_of(text, units.start(r), units.ends[r]) for r in range(lo, hi)]
-            stay = here.observe(conversation, units.hashes[lo:hi], labels)
-            here.chars = here.kept_chars = 0
-            for r in range(lo, hi):
-                start, end = units.start(r), units.ends[r]
-                here.chars += end - start
-                if units.hashes[r] in stay:
-                    here.kept_chars += end - start
-                    _extend(conv, start, end)
-                else:
-                    _extend(req, start, end)
+            base = units.start(lo) if lo < len(units) else len(text)
+            ends = [units.ends[r] - base for r in range(lo, hi)]
+            self._observe(here, text, base, units.hashes[lo:hi], ends, conversation, conv, req)
+        self._remember(text, stable, len(pairs))
         return Split(self.id, tuple(stable), tuple(conv), tuple(req), self.samples)
+
+    def _remember(self, text: str, stable: list[tuple[int, int]], anchors: int) -> None:
+        """Keep the stable stretches' text for ``fit`` (bounded; none: always the slow path)."""
+        if sum(b - a for a, b in stable) > STRETCH_CHARS or not stable:
+            self.stretches = None
+            return
+        self.stretches = [text[a:b] for a, b in stable]
+        keys: list[int | None] = [-1 if -1 in self.gaps else None]
+        keys.extend(k for k in sorted(self.gaps) if 0 <= k < anchors - 1)
+        keys.append(anchors - 1 if (anchors - 1) in self.gaps else None)
+        if len(keys) != len(self.stretches) + 1:  # a stretch stripped to nothing; be safe
+            self.stretches = None
+            return
+        self.gap_keys = keys
+
+    def fit(self, text: str, conversation: int | None) -> Split | None:
+        """The fast path: ``text`` holds the stretches the template last saw, in order, with
+        changing text only where the template has gaps. Then the split comes from a few
+        substring searches and the gap text alone; else ``None`` (compare unit by unit).
+        """
+        stretches = self.stretches
+        if stretches is None:
+            return None
+        keys = self.gap_keys
+        spans: list[tuple[int, int]] = []
+        pos = 0
+        for i, stretch in enumerate(stretches):
+            at = _find(text, stretch, pos, anywhere=keys[i] is not None)
+            if at < 0:
+                return None
+            spans.append((at, at + len(stretch)))
+            pos = at + len(stretch)
+        if pos < len(text) and keys[-1] is None:
+            return None
+        conv: list[tuple[int, int]] = []
+        req: list[tuple[int, int]] = []
+        edges = [(0, spans[0][0])]
+        edges.extend((spans[i][1], spans[i + 1][0]) for i in range(len(spans) - 1))
+        edges.append((pos, len(text)))
+        for key, (start, end) in zip(keys, edges, strict=True):
+            if key is None:
+                continue
+            units = split_units(text[start:end])
+            self._observe(
+                self.gaps[key], text, start, units.hashes, units.ends, conversation, conv, req
+            )
+        self.samples += 1
+        return Split(self.id, tuple(spans), tuple(conv), tuple(req), self.samples)
+
+    @staticmethod
+    def _observe(
+        gap: Gap,
+        text: str,
+        base: int,
+        hashes: tuple[int, ...],
+        ends: Sequence[int],
+        conversation: int | None,
+        conv: list[tuple[int, int]],
+        req: list[tuple[int, int]],
+    ) -> None:
+        """One request's units of ``gap`` (``ends`` relative to ``base``): which stay."""
+        starts = [0, *ends[:-1]]
+        if gap.labels_kept or (conversation is not None and conversation in gap.by_conversation):
+            labels = [label_of(text, base + a, base + b) for a, b in zip(starts, ends, strict=True)]
+        else:  # nothing to learn or apply by label on this turn: skip computing them
+            labels = [None] * len(hashes)
+        stay = gap.observe(conversation, hashes, labels)
+        gap.chars = gap.kept_chars = 0
+        for h, a, b in zip(hashes, starts, ends, strict=True):
+            gap.chars += b - a
+            if h in stay:
+                gap.kept_chars += b - a
+                _extend(conv, base + a, base + b)
+            else:
+                _extend(req, base + a, base + b)
 
     @property
     def fragmented(self) -> bool:
         return len(self.gaps) > MAX_GAPS
 
 
+PROBE = 64
+"""Characters of a stretch searched for before comparing all of it: ``str.find`` with a
+long needle preprocesses all of it on every call (~100 us for 25 KB here)."""
+
+
+def _find(text: str, stretch: str, pos: int, *, anywhere: bool) -> int:
+    """Where ``stretch`` starts in ``text`` at or after ``pos`` (at ``pos`` exactly unless
+    ``anywhere``); -1 when it does not."""
+    if text.startswith(stretch, pos):
+        return pos
+    if not anywhere:
+        return -1
+    probe = stretch[:PROBE]
+    at = text.find(probe, pos)
+    while at >= 0:
+        if text.startswith(stretch, at):
+            return at
+        at = text.find(probe, at + 1)
+    return -1
+
+
 def label_of(text: str, start: int, end: int) -> int | None:
     """Hash of a unit's label (``Customer`` in ``Customer: Ada``), ``None`` without one."""
-    head, sep, _ = text[start : min(end, start + LABEL_MAX + 2)].partition(": ")
-    if not sep or not head.strip() or "\n" in head:
+    at = text.find(": ", start, min(end, start + LABEL_MAX + 2))
+    if at <= start:
         return None
-    return hash(head.strip())
+    head = text[start:at].strip()
+    return hash(head) if head and "\n" not in head else None
 
 
 def _extend(spans: list[tuple[int, int]], start: int, end: int) -> None:
