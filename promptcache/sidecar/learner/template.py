@@ -147,6 +147,8 @@ class Split:
     """(start, end) of per-request stretches, relocated behind the history."""
     samples: int
     """Requests the template was learned from, this one included."""
+    version: int = 0
+    """The template's version (bumped whenever its stable part changed shape)."""
 
     @property
     def changing(self) -> bool:
@@ -253,7 +255,7 @@ class Template:
             ends = [units.ends[r] - base for r in range(lo, hi)]
             self._observe(here, text, base, units.hashes[lo:hi], ends, conversation, conv, req)
         self._remember(text, stable, len(pairs))
-        return Split(self.id, tuple(stable), tuple(conv), tuple(req), self.samples)
+        return _split(self, stable, conv, req)
 
     def _remember(self, text: str, stable: list[tuple[int, int]], anchors: int) -> None:
         """Keep the stable stretches' text for ``fit`` (bounded; none: always the slow path)."""
@@ -301,7 +303,7 @@ class Template:
                 self.gaps[key], text, start, units.hashes, units.ends, conversation, conv, req
             )
         self.samples += 1
-        return Split(self.id, tuple(spans), tuple(conv), tuple(req), self.samples)
+        return _split(self, spans, conv, req)
 
     @staticmethod
     def _observe(
@@ -363,6 +365,39 @@ def label_of(text: str, start: int, end: int) -> int | None:
         return None
     head = text[start:at].strip()
     return hash(head) if head and "\n" not in head else None
+
+
+MIN_STRETCH = 256
+"""A stable stretch shorter than this, when it is not the template's only one, goes with
+the changing text around it instead of into the static prefix: short lines that recur
+among changing text (the boilerplate of retrieved documents, a closing tag) are stable
+only by accident and would make the static prefix change whenever they do not recur."""
+
+
+def _split(
+    template: Template,
+    stable: list[tuple[int, int]],
+    conv: list[tuple[int, int]],
+    req: list[tuple[int, int]],
+) -> Split:
+    """The ``Split`` of one request, short stable stretches folded into their neighbours
+    (per conversation after a per-conversation span, else per request)."""
+    if len(stable) > 1 and any(b - a < MIN_STRETCH for a, b in stable):
+        spans = sorted(
+            [(a, b, "s") for a, b in stable]
+            + [(a, b, "c") for a, b in conv]
+            + [(a, b, "r") for a, b in req]
+        )
+        stable, conv, req = [], [], []
+        before = ""
+        for a, b, kind in spans:
+            if kind == "s" and b - a < MIN_STRETCH:
+                kind = "c" if before == "c" else "r"
+            _extend({"s": stable, "c": conv, "r": req}[kind], a, b)
+            before = kind
+    return Split(
+        template.id, tuple(stable), tuple(conv), tuple(req), template.samples, template.version
+    )
 
 
 def _extend(spans: list[tuple[int, int]], start: int, end: int) -> None:
