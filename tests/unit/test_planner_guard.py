@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from promptcache.policy import parse_policy
 from promptcache.sidecar.planner import Planner, PlanRequest
 from promptcache.sidecar.planner.guard import FIRST_BACKOFF, Guard, GuardNote
 from promptcache.usage import Usage
@@ -96,3 +97,15 @@ def test_the_planner_stops_marking_a_prefix_whose_writes_are_not_read() -> None:
         marked.append(bool(plan.breakpoints))
         planner.record_outcome(plan, Usage(uncached=3, cache_write_5m=2200), float(i) + 0.5)
     assert marked == [True, True, False, False, False, False]
+
+
+def test_sidecar_observe_mode_applies_unless_the_policy_sets_its_own() -> None:
+    system = "Now: 1\n" + "Static instructions for the agent. " * 300
+    silent = parse_policy({"provider": "anthropic"})
+    enforcing = parse_policy({"provider": "anthropic", "mode": "enforce"})
+    planner = Planner(observe=True)
+    for spec, observed in ((None, True), (silent, True), (enforcing, False)):
+        plan = planner.plan(
+            PlanRequest(route="messages", body=body(system), policy_name="p", policy=spec)
+        )
+        assert plan.observe_only is observed
