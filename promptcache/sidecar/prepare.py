@@ -11,7 +11,7 @@ original bytes go upstream and ``promptcache_transform_errors_total{stage}`` cou
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,8 +91,12 @@ def prepare(
     context: Sequence[ContextBlock],
     now: float,
     metrics: Metrics,
+    extra: Mapping[str, Any] | None = None,
 ) -> Prepared:
-    """Plan the request and produce the bytes to send (the original bytes on any failure)."""
+    """Plan the request and produce the bytes to send (the original bytes on any failure).
+
+    ``extra``: top-level fields the sidecar adds (cache diagnostics), never over the app's.
+    """
     if parsed is None:
         return Prepared(raw, None, False, False, raw)
     stream = parsed.get("stream") is True
@@ -121,6 +125,8 @@ def prepare(
                 log.warning("planner returned no body, forwarding unchanged")
                 return Prepared(raw, None, stream, False, raw)
             body = plan.body
+    if extra and not extra.keys() & body.keys():
+        body = {**body, **extra}
     rewrite = body is not parsed
     inject = _wants_usage_injected(route, body)
     if not rewrite and not inject:

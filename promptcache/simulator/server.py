@@ -44,6 +44,7 @@ def stats(sim: Simulation) -> dict[str, Any]:
     """Totals since start or the last reset, plus cache sizes (``GET /sim/stats``)."""
     result = sim.recorder.stats.as_dict()
     result["auth"] = dict(sim.auth_seen)
+    result["diagnostics_fingerprints"] = sim.anthropic.fingerprints
     result["cache_entries"] = {
         "anthropic": len(sim.anthropic.store),
         "openai": [len(store) for store in sim.openai.machines],
