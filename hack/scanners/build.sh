@@ -16,6 +16,7 @@ set -euo pipefail
 # ---- pinned versions --------------------------------------------------------
 # Prometheus tags its Go module v0.<minor><patch>.x for release v3.<minor>.x.
 PROMETHEUS_VERSION=v0.307.3   # github.com/prometheus/prometheus (Prometheus v3.7.3)
+PROMETHEUS_RELEASE=3.7.3
 KUBE_SCORE_VERSION=v1.20.0    # github.com/zegl/kube-score
 # -----------------------------------------------------------------------------
 
@@ -81,7 +82,7 @@ build() {  # name, package, extra ldflags
 }
 
 build promtool github.com/prometheus/prometheus/cmd/promtool \
-  "-X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v0.}"
+  "-X github.com/prometheus/common/version.Version=${PROMETHEUS_RELEASE}"
 build kube-score github.com/zegl/kube-score/cmd/kube-score \
   "-X main.version=${KUBE_SCORE_VERSION}"
 

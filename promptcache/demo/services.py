@@ -65,7 +65,9 @@ class Service:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    async def start(self, *, wait_s: float = 60.0) -> None:
+    async def start(self, *, wait_s: float = 180.0) -> None:
+        # 180 s, not 60: on a 2-core machine shared with other work (load average near
+        # 100) the sidecar once took over 60 s just to import and bind.
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1")

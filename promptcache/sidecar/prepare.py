@@ -35,6 +35,10 @@ class Prepared:
     """The sidecar added ``stream_options.include_usage``; its chunk must be removed."""
     original: bytes
     """The app's bytes, for a fail-open resend."""
+    planned: bool = False
+    """The planner's edits are in ``body`` (besides any added field)."""
+    added_diagnostics: bool = False
+    """The sidecar added ``diagnostics`` (Anthropic cache diagnostics chaining)."""
 
     @property
     def changed(self) -> bool:
@@ -91,11 +95,14 @@ def prepare(
     context: Sequence[ContextBlock],
     now: float,
     metrics: Metrics,
+    add_usage: bool = True,
     extra: Mapping[str, Any] | None = None,
 ) -> Prepared:
     """Plan the request and produce the bytes to send (the original bytes on any failure).
 
-    ``extra``: top-level fields the sidecar adds (cache diagnostics), never over the app's.
+    ``add_usage``: a streamed chat call may get ``stream_options.include_usage`` (false
+    once its upstream refused that field). ``extra``: top-level fields the sidecar adds
+    (cache diagnostics), never over the app's.
     """
     if parsed is None:
         return Prepared(raw, None, False, False, raw)
@@ -125,17 +132,19 @@ def prepare(
                 log.warning("planner returned no body, forwarding unchanged")
                 return Prepared(raw, None, stream, False, raw)
             body = plan.body
-    if extra and not extra.keys() & body.keys():
+    planned = body is not parsed
+    added = extra is not None and bool(extra) and not extra.keys() & body.keys()
+    if added and extra is not None:
         body = {**body, **extra}
-    rewrite = body is not parsed
-    inject = _wants_usage_injected(route, body)
+    rewrite = planned or added
+    inject = add_usage and _wants_usage_injected(route, body)
     if not rewrite and not inject:
         return Prepared(raw, plan, stream, False, raw)
     if inject:
         options = body.get("stream_options")
         body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
     try:
-        return Prepared(jsoncodec.dumps(body), plan, stream, inject, raw)
+        return Prepared(jsoncodec.dumps(body), plan, stream, inject, raw, planned, added)
     except (TypeError, ValueError) as exc:
         metrics.transform_errors.labels(provider, "serialize").inc()
         log.warning(

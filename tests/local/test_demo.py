@@ -1,11 +1,12 @@
 """``promptcache demo`` in its short mode: real simulator and sidecar processes, real SDK.
 
 What is checked is that the figures agree with each other, never how fast anything was:
-every request succeeded; the token totals the app received equal those the sidecar's
-``/metrics`` and the simulator's ``/sim/stats`` counted (so the three hit rates are
-equal); cost per request recomputed by hand from those tokens at the list prices equals
-the report's; both arms ran on the same time scale; the legacy arm got no cache hits and
-the promptcache arm did; the report folder holds the Markdown and both plots.
+every request succeeded in all three arms (legacy, zero-config, policy); the token totals
+the app received equal those the sidecars' ``/metrics`` and the simulators' ``/sim/stats``
+counted (so the hit rates are equal); cost per request recomputed by hand from those
+tokens at the list prices equals the report's; the arms ran on the same time scale; the
+legacy arm got no cache hits and the policy arm did; each target's verdict follows from
+the figures; the report folder holds the Markdown and both plots.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def comparison(out_dir: Path) -> Comparison:
 
 def test_every_request_succeeded(comparison: Comparison) -> None:
     expected = generate(SHORT).requests
-    for arm in (comparison.legacy, comparison.promptcache):
+    assert [a.name for a in comparison.arms] == ["legacy", "zero-config", "policy"]
+    for arm in comparison.arms:
         assert arm.failures == 0, arm.name
         assert arm.requests == expected, arm.name
         assert len(arm.latency_s) == expected
@@ -58,8 +60,10 @@ def test_sidecar_simulator_and_app_count_the_same_tokens(comparison: Comparison)
     sources = {(c.arm, c.source): c.tokens for c in comparison.counted}
     assert set(sources) == {
         ("legacy", "simulator /sim/stats"),
-        ("promptcache", "sidecar /metrics"),
-        ("promptcache", "simulator /sim/stats"),
+        ("zero-config", "sidecar /metrics"),
+        ("zero-config", "simulator /sim/stats"),
+        ("policy", "sidecar /metrics"),
+        ("policy", "simulator /sim/stats"),
     }
     for (arm, source), tokens in sources.items():
         own = comparison.arm(arm).tokens
@@ -74,6 +78,8 @@ def test_caching_happened_only_through_the_sidecar(comparison: Comparison) -> No
     assert legacy.cache_write_5m + legacy.cache_write_1h == 0
     assert cached.cache_read > 0.3 * cached.total_input
     assert cached.total_input == pytest.approx(legacy.total_input, rel=0.05)
+    zero = comparison.zero_config.tokens
+    assert zero.total_input == pytest.approx(legacy.total_input, rel=0.05)
 
 
 def _by_hand(arm: ArmSummary) -> tuple[float, float]:
@@ -84,7 +90,7 @@ def _by_hand(arm: ArmSummary) -> tuple[float, float]:
 
 
 def test_cost_recomputed_from_token_counts(comparison: Comparison) -> None:
-    for arm in (comparison.legacy, comparison.promptcache):
+    for arm in comparison.arms:
         assert arm.tokens.cache_write_1h == 0
         inp, out = _by_hand(arm)
         assert arm.cost.input == pytest.approx(inp, rel=1e-9)
@@ -96,12 +102,22 @@ def test_cost_recomputed_from_token_counts(comparison: Comparison) -> None:
 
 
 def test_targets_follow_from_the_figures(comparison: Comparison) -> None:
-    lg, pc = comparison.legacy, comparison.promptcache
-    hit, cost, p95, failures = comparison.targets()
-    assert hit.passed == (pc.tokens.hit_ratio >= 0.85)
-    assert cost.passed == (pc.cost.input <= 0.35 * lg.cost.input)
-    assert p95.passed == (pc.p95 <= 0.65 * lg.p95)
+    lg, zc, pc = comparison.arms
+    c = comparison.ceiling
+    assert c is not None
+    hit, cost, p95, rps, failures, zc_hit, zc_cost, zc_direct = comparison.targets()
+    rate = pc.tokens.hit_ratio
+    assert hit.passed == (rate >= 0.98 * c.documents_behind and rate > 0.687)
+    assert f"{rate * 100:.1f}%" in hit.value
+    assert cost.passed == (pc.cost.input <= 0.33 * lg.cost.input)
+    reach = 1 - pc.p95_floor / lg.p95
+    assert p95.passed == (1 - pc.p95 / lg.p95 >= 0.8 * reach)
+    assert "34.8%" in p95.value
+    assert rps.passed == (pc.rps >= 1.29 * lg.rps)
     assert failures.passed
+    assert zc_hit.passed == (zc.tokens.hit_ratio >= 0.95 * rate)
+    assert zc_cost.passed == (zc.cost.input <= 1.05 * pc.cost.input)
+    assert zc_direct.passed == (zc.cost.input <= lg.cost.input)
 
 
 def test_hit_rate_stays_under_the_workloads_ceiling(comparison: Comparison) -> None:
@@ -111,19 +127,19 @@ def test_hit_rate_stays_under_the_workloads_ceiling(comparison: Comparison) -> N
     assert c is not None
     assert 0 < c.documents_behind <= c.any_cache < 1
     assert comparison.promptcache.tokens.hit_ratio <= c.documents_behind + 0.01
-    assert "this workload's ceiling" in comparison.targets()[0].value
+    assert "retrieved documents behind the history" in comparison.targets()[0].value
 
 
 def test_p95_stays_above_its_floor(comparison: Comparison) -> None:
     """The floor replaces each first token by the fastest one: nothing measured beats it."""
     pc = comparison.promptcache
     assert 0 < pc.p95_floor <= pc.p95
-    assert "for any cache in this run" in comparison.targets()[2].value
+    assert "after the fastest first token" in comparison.targets()[2].value
 
 
 def test_both_arms_ran_on_the_same_time_scale(comparison: Comparison) -> None:
     scales = [n for n in comparison.notes if "simulator time scale" in n]
-    assert len(scales) == 2
+    assert len(scales) == 3
     assert all(f"time scale {SHORT_TIME_SCALE}," in n for n in scales), scales
 
 
@@ -132,7 +148,8 @@ def test_report_folder(comparison: Comparison, out_dir: Path) -> None:
     text = (out / "report.md").read_text("utf-8")
     for row in ("Median latency", "P95 latency", "Token cache hit rate", "Input cost / request"):
         assert f"| {row} |" in text
-    assert text.count("| PASS |") + text.count("| FAIL |") == 4
+    assert text.count("| PASS |") + text.count("| FAIL |") == 8
+    assert "| Metric | legacy | zero-config | change | policy | change | case study |" in text
     for png in ("latency.png", "cost.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({png})" in text
@@ -150,6 +167,7 @@ def test_cli_short_run(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Token cache hit rate" in proc.stdout
     assert "DIFFERENT" not in proc.stdout
-    assert proc.stdout.count("  equal") == 3
+    assert proc.stdout.count("  equal") == 5
     assert proc.stdout.rstrip().splitlines()[-1].startswith(f"Report: {out / 'report.md'}")
-    assert "promptcache [" in proc.stderr
+    assert "zero-config [" in proc.stderr
+    assert "policy [" in proc.stderr

@@ -1,7 +1,7 @@
 """The agent app: tools, and a tool-use loop of several requests per question.
 
 An order-operations agent for the case study's retailer. Every request carries the same
-eight tool definitions (~1,200 tokens) and a system prompt that starts with the current
+eight tool definitions (~550 tokens) and a system prompt that starts with the current
 time and a trace id, then ~1,900 tokens of static instructions
 (``policies/agent-static.txt``). For each customer question the agent calls one to three
 tools before it answers: the app sends the question, takes the model's reply as the

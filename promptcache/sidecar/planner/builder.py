@@ -180,6 +180,9 @@ def _learn(env: Env, sp: SystemPlan, sources: list[Source], tools: str, label: s
             sp.static_count = 0
             sp.notes.append(f"{label}: template not learned yet: no static prefix")
         return sp
+    if _forbids_relocation(env):
+        sp.notes.append(f"learned template {split.template}: the policy forbids relocation")
+        return sp
     env.learned = split
     if not split.changing:
         sp.notes.append(
@@ -211,6 +214,15 @@ def _learn(env: Env, sp: SystemPlan, sources: list[Source], tools: str, label: s
         f"{len(split.request)} per-request spans"
     )
     return out
+
+
+def _forbids_relocation(env: Env) -> bool:
+    """The policy says ``volatile.action: report`` in so many words: nothing moves."""
+    policy = env.policy
+    if policy is None:
+        return False
+    volatile = policy.volatile
+    return "action" in volatile.model_fields_set and volatile.action != "relocate"
 
 
 def finish_plan(
