@@ -6,6 +6,15 @@ are no markers, so the only levers are a stable prefix and, for the OpenAI API o
 cache). So: static system text first and identical every time, volatile text moved to
 the start of the newest user message, and a key of policy name + short static hash when
 the client sent none. OpenAI-compatible servers may reject unknown fields: none is added.
+
+GPT-5.6 and later (``explicit_breakpoints`` in the model table) cache only at
+breakpoints, matched exactly; their implicit one sits at the newest message, so a stable
+prefix followed by a changing question would read nothing. On those models the end of
+the static system part gets ``prompt_cache_breakpoint: {"mode": "explicit"}`` (Chat:
+the system message's last static part; Responses: the same in a system/developer input
+item; ``instructions`` is a string and cannot carry one). ``prompt_cache_options`` is
+never sent: the implicit mode stays, and an app's ``prompt_cache_retention`` (refused
+beside it) stays valid. Writes there cost 1.25x, so the never-worse guard decides.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from promptcache.tokens import estimate_json
 from promptcache.wire import is_openai_compatible
 
 SYSTEM_ROLES = ("system", "developer")
+BREAKPOINT = {"mode": "explicit"}
 GRANULARITY = {"openai": 128, "openai-compatible": 16}
 """OpenAI caches in 128-token steps past the minimum; vLLM in 16-token blocks."""
 KEY_MAX = 64
@@ -52,6 +62,34 @@ def _prepend(message: dict[str, Any], ctx: str, part_type: str) -> dict[str, Any
     if content and isinstance(content[0], dict) and content[0].get("text") == ctx:
         return None
     return {**message, "content": [{"type": part_type, "text": ctx}, *content]}
+
+
+def _has_breakpoint(items: list[Any]) -> bool:
+    """Whether the app placed any ``prompt_cache_breakpoint`` itself (then we add none)."""
+    for item in items:
+        content = item.get("content") if isinstance(item, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and "prompt_cache_breakpoint" in p for p in content
+        ):
+            return True
+    return False
+
+
+def _static_breakpoint(
+    message: dict[str, Any], pieces: list[Any], static_count: int, part_type: str
+) -> dict[str, Any]:
+    """The system message with its content as parts and a breakpoint after the static ones."""
+    content = message.get("content")
+    if isinstance(content, list) and len(content) == len(pieces):
+        parts = [dict(p) for p in content]
+    else:  # a string: the same text, cut where the pieces meet (parts are concatenated)
+        last = len(pieces) - 1
+        parts = [
+            {"type": part_type, "text": p.text + ("\n\n" if i < last else "")}
+            for i, p in enumerate(pieces)
+        ]
+    parts[static_count - 1] = {**parts[static_count - 1], "prompt_cache_breakpoint": BREAKPOINT}
+    return {**message, "content": parts}
 
 
 def plan_openai(
@@ -143,6 +181,23 @@ def plan_openai(
     elif ctx and string_input is not None and not string_input.startswith(ctx + "\n\n"):
         out["input"] = f"{ctx}\n\n{string_input}" if string_input else ctx
         changed = True
+    if (
+        provider == "openai"
+        and env.info.explicit_breakpoints
+        and sp.static_count
+        and pre.static_tokens >= env.min_tokens
+        and sys_at != "instructions"
+        and out_list
+        and role_of(out_list[0]) in SYSTEM_ROLES
+        and not frozen
+        and not _has_breakpoint(listing)
+    ):
+        if env.allow("static", static_hash):
+            out_list[0] = _static_breakpoint(out_list[0], sp.pieces, sp.static_count, part_type)
+            list_changed = changed = True
+            notes.append("static: prompt_cache_breakpoint at the end of the static system part")
+        else:
+            notes.append("static: breakpoint withdrawn (its writes were not read back)")
     if list_changed:
         out["messages" if route == "chat" else "input"] = out_list
     if pre.tools_changed:
