@@ -210,7 +210,7 @@ class Simulation:
             return False
         return True
 
-    def _authenticate(self, headers: Mapping[str, str], dialect: Dialect) -> None:
+    def authenticate(self, headers: Mapping[str, str], dialect: Dialect) -> None:
         """Count the auth scheme; with ``require_auth``, refuse a request without a key.
 
         Anthropic's SDK 2.x sends ``Authorization: Bearer``, older ones ``x-api-key``; the
@@ -258,7 +258,7 @@ class Simulation:
                     ctx = dataclasses.replace(ctx, abort_during=True)
                 else:
                     raise fault_error(fault.kind, dialect=route.dialect, retry_after_s=fault.arg)
-            self._authenticate(request.headers, route.dialect)
+            self.authenticate(request.headers, route.dialect)
             try:
                 body = json.loads(raw)
             except ValueError as exc:

@@ -203,3 +203,30 @@ async def test_gpt_5_6_reads_the_static_prefix_only_through_the_sidecar(
     )
     assert metric == pytest.approx(billed)
     assert (first.usage.prompt_tokens_details.cache_write_tokens or 0) > 0
+
+
+async def test_bearer_keys_pass_every_route(tmp_path: Path) -> None:
+    """SDK 2.x authenticates with ``Authorization: Bearer``; keys required upstream."""
+    config = SimConfig(time_scale=0, clock=ManualClock(), require_auth=True)
+    async with SimServer(config) as sim:
+        settings = SidecarSettings(anthropic_upstream=sim.url, openai_upstream=sim.url)
+        app = create_app(build_state(settings, registry=CollectorRegistry()))
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        url = str(server.make_url("")).rstrip("/")
+        try:
+            async with (
+                anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0) as claude,
+                openai.AsyncOpenAI(base_url=url + "/v1", api_key="k", max_retries=0) as gpt,
+            ):
+                ask: list[Any] = [{"role": "user", "content": "q"}]
+                await claude.messages.create(model="claude-sonnet-4-6", max_tokens=8, messages=ask)
+                counted = await claude.messages.count_tokens(  # passed through untouched
+                    model="claude-sonnet-4-6", messages=ask
+                )
+                assert counted.input_tokens > 0
+                await gpt.chat.completions.create(model="gpt-4o", messages=ask, max_tokens=8)
+                await gpt.responses.create(model="gpt-4o", input="q", max_output_tokens=16)
+            assert sim.stats()["auth"] == {"bearer": 4}
+        finally:
+            await server.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 import anthropic
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from anthropic.types import TextBlockParam
 from prometheus_client import CollectorRegistry
@@ -185,3 +186,56 @@ async def test_streamed_answers_chain_too(start: Start, sim: SimServer, stream: 
     name = "promptcache_provider_cache_miss_reasons_total"
     assert sample(registry, name, policy="none", reason="none") == 1
     assert sample(registry, "promptcache_cache_miss_disagreements_total") == 0
+
+
+async def test_an_upstream_that_refuses_the_field_gets_the_apps_bytes_once(
+    tmp_path: Path,
+) -> None:
+    """A gateway in front of Anthropic that does not know ``diagnostics`` (400)."""
+    seen: list[dict[str, Any]] = []
+
+    async def messages(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append(body)
+        if "diagnostics" in body:
+            error = {"type": "invalid_request_error",
+                     "message": "diagnostics: Extra inputs are not permitted"}  # fmt: skip
+            return web.json_response({"type": "error", "error": error}, status=400)
+        usage = {"input_tokens": 5, "output_tokens": 1}
+        return web.json_response(
+            {
+                "id": f"msg_{len(seen)}",
+                "type": "message",
+                "role": "assistant",
+                "model": MODEL,
+                "content": [{"type": "text", "text": "ok"}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": usage,
+            }
+        )
+
+    gateway = web.Application()
+    gateway.router.add_post("/v1/messages", messages)
+    upstream = TestServer(gateway, host="127.0.0.1")
+    await upstream.start_server()
+    base = str(upstream.make_url("")).rstrip("/")
+    settings = SidecarSettings(
+        anthropic_upstream=base, openai_upstream=base, anthropic_diagnostics=True
+    )
+    server = TestServer(create_app(build_state(settings, registry=CollectorRegistry())))
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        async with anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0) as client:
+            for question in ("q1", "q2"):
+                reply = await client.messages.create(
+                    model=MODEL, max_tokens=8, messages=[{"role": "user", "content": question}]
+                )
+                assert reply.content
+    finally:
+        await server.close()
+        await upstream.close()
+    # The first call: refused with the field, answered without it; the second goes
+    # without it straight away.
+    assert ["diagnostics" in b for b in seen] == [True, False, False]
