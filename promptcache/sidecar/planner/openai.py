@@ -25,7 +25,7 @@ from promptcache.sidecar.planner.builder import build_prefix, finish_plan, tools
 from promptcache.sidecar.planner.common import Env, PlanError, floor_tokens, history_fp
 from promptcache.sidecar.planner.system import Source
 from promptcache.sidecar.planner.turns import newest_user, role_of
-from promptcache.sidecar.planner.types import Diagnostics, Plan
+from promptcache.sidecar.planner.types import Breakpoint, Diagnostics, Plan
 from promptcache.tokens import estimate_json
 from promptcache.wire import is_openai_compatible
 
@@ -181,6 +181,7 @@ def plan_openai(
     elif ctx and string_input is not None and not string_input.startswith(ctx + "\n\n"):
         out["input"] = f"{ctx}\n\n{string_input}" if string_input else ctx
         changed = True
+    breakpoints: list[Breakpoint] = []
     if (
         provider == "openai"
         and env.info.explicit_breakpoints
@@ -196,6 +197,10 @@ def plan_openai(
             out_list[0] = _static_breakpoint(out_list[0], sp.pieces, sp.static_count, part_type)
             list_changed = changed = True
             notes.append("static: prompt_cache_breakpoint at the end of the static system part")
+            path = f"{'messages' if route == 'chat' else 'input'}[0].content[{sp.static_count - 1}]"
+            # Reported like an Anthropic marker so that metrics and the never-worse guard
+            # see it; the guard's 5m expiry is stricter than the provider's 30m minimum.
+            breakpoints.append(Breakpoint("system", "5m", pre.static_tokens, path, "planner"))
         else:
             notes.append("static: breakpoint withdrawn (its writes were not read back)")
     if list_changed:
@@ -233,4 +238,6 @@ def plan_openai(
         history_read_fp=read_fp,
         history_write_fp=write_fp,
     )
-    return finish_plan(body, out, changed, pre, diagnostics=diag, expected=expected)
+    return finish_plan(
+        body, out, changed, pre, diagnostics=diag, expected=expected, breakpoints=breakpoints
+    )
