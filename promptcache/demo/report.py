@@ -137,7 +137,7 @@ class Comparison:
             Target(
                 f"P95 latency improvement >= {P95_SHARE_TARGET:.0%} of what any cache could "
                 "reach in this run",
-                f"{gain:.1%} of at most {reach:.1%} ({got:.0%}; the answers alone stream for a "
+                f"{gain:.1%} of at most {reach:.1%} ({_share(got)}; the answers alone stream for a "
                 f"P95 of {floor * 1000:,.0f} ms after the fastest first token); case study "
                 f"{CASE_STUDY_P95:.1%}, for reference",
                 not math.isnan(got) and got >= P95_SHARE_TARGET,
@@ -218,12 +218,12 @@ class Comparison:
             Target(
                 f"with the policy, >= {REAL_REACHABLE_SHARE:.0%} of the share a one-slot "
                 "prefix cache could reuse",
-                f"{_pct(pc)} of ~{_pct(reach)} ({got:.0%})",
+                f"{_pct(pc)} of ~{_pct(reach)} ({_share(got)})",
                 not math.isnan(got) and got >= REAL_REACHABLE_SHARE,
             ),
             Target(
                 "zero-config (no policy): a larger share read from cache than the legacy app's",
-                f"{_pct(zc)} vs legacy {_pct(lg)} (~{zgot:.0%} of the reachable share)",
+                f"{_pct(zc)} vs legacy {_pct(lg)} (~{_share(zgot)} of the reachable share)",
                 zc > lg,
             ),
             self._failures(),
@@ -366,6 +366,10 @@ class Comparison:
         out += [f"- {n}" for n in self.notes]
         out += ["", *[f"![{p}]({p})" for p in plots], ""]
         return "\n".join(out)
+
+
+def _share(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:.0%}"
 
 
 def _ratio(a: float, b: float) -> float:

@@ -8,8 +8,10 @@ process to a real simulator process for M minutes, and meanwhile:
   knobs (``x-sim-fault``): 429 with ``retry-after``, 529, a reset before the first byte,
   a reset mid-stream, slow headers. Half of the 429 / 529 / reset-before faults are
   transient (the first attempt only: ``x-sim-fault-count: 1``), half persistent (every
-  attempt), so both the sidecar's retries and what it relays are exercised. The app's
-  SDK does not retry (``max_retries=0``), so every answer the sidecar gives reaches it;
+  attempt). The app's SDK does not retry (``max_retries=0``), so every answer the
+  sidecar gives reaches it; the sidecar leaves retries to a client that says it retries
+  (the official SDKs send ``x-stainless-retry-count``), so a transient fault may reach
+  the app too, as it would without the sidecar;
 * rewrites the sidecar's policy file every ``reload_every`` seconds, alternating between
   two valid policies, and once (the second reload) an invalid one;
 * samples the sidecar's RSS and open file descriptors from ``/proc``.

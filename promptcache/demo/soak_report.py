@@ -156,7 +156,10 @@ same time: load average at the end {load}; {platform.python_version()}).
   529 / reset-before faults are transient (first attempt only: `x-sim-fault-count: 1`),
   half persistent (every attempt). A reset mid-stream and a persistent fault must reach
   the app, in the provider's shape; a transient one may be absorbed by the sidecar's
-  retries; a call without a fault must succeed.
+  retries or relayed (the official SDKs send `x-stainless-retry-count`, and the sidecar
+  leaves retrying to a client that retries itself, so attempts never multiply; with
+  `max_retries=0` the app then sees the fault, as it would without the sidecar); a call
+  without a fault must succeed.
 - **Policy**: the sidecar's policy file is replaced atomically every {o.reload_every:g} s,
   alternating between the demo's `support-agent` policy and the same with 1 h breakpoints
   (`support-agent-1h`); the second reload is an invalid policy (`ttl: 7m`), which must be

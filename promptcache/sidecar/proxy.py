@@ -237,6 +237,8 @@ async def _llm_call(
             client_retries=client_retries(request.headers),
             on_retry=on_retry,
         )
+        if sent.prepared is not prepared:  # the app's bytes went: the plan was not applied
+            call.plan = None
         out, seen = await relay(request, sent, route=route, family=family, label=upstream.label)
     except SidecarError as exc:
         recording.failed("timeout" if exc.status == 504 else "unreachable", exc.status)

@@ -22,10 +22,10 @@ import openai
 import pytest
 
 from promptcache.demo.services import get_text
-from promptcache.models import Provider
 from promptcache.pricing import cost, model_info
 from promptcache.sidecar.learner import MAX_CANDIDATES, MAX_TEMPLATES, MAX_UNITS
 from promptcache.usage import Usage, from_anthropic, from_openai
+from promptcache.wire import Provider
 from tests.local.conftest import FakeUpstream, RunSidecar, StartSidecar
 
 pytestmark = pytest.mark.timeout(180)

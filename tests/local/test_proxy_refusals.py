@@ -159,3 +159,6 @@ async def test_a_refusal_of_what_the_sidecar_changed_gets_the_apps_bytes(
     assert STATIC.strip().encode() in planned
     assert STATIC.strip().encode() not in original
     assert _rejected(sc, "anthropic") == 1
+    # The plan did not go upstream: no breakpoint of it is counted, no miss diagnosed.
+    assert sc.metric("promptcache_breakpoints_total", policy="agent", tier="system") == 0
+    assert sc.metric("promptcache_cache_misses_total", policy="agent", reason="first_write") == 0

@@ -36,8 +36,8 @@ def test_the_webhooks_command_line_is_one_the_sidecar_parses() -> None:
 
 
 _PENDING = pytest.mark.xfail(
-    reason="the sidecar's --mode / --anthropic-diagnostics land on another branch; the "
-    "webhook passes them only when set away from their defaults",
+    reason="the sidecar's --anthropic-diagnostics lands on another branch; the webhook "
+    "passes it only when injector.anthropicDiagnostics is on",
     strict=False,
 )
 

@@ -69,9 +69,21 @@ def test_per_conversation_text_is_kept_from_the_second_turn_and_the_rest_moves()
     moved = texts(text, split.request)
     assert moved[0].startswith("Now: ")
     assert moved[1].startswith("Docs: ")
-    _, first_turn = splits[6]
+    first_text, first_turn = splits[6]
     assert first_turn is not None
-    assert first_turn.conversation == ()  # a new conversation relocates the whole gap
+    # A new conversation's first turn keeps a line whose label ("Customer: ") was seen
+    # unchanged within other conversations, and moves the rest.
+    assert texts(first_text, first_turn.conversation) == [first_text.splitlines(True)[-2]]
+    fresh = Learner()
+    first: Split | None = None
+    for conv in range(2):
+        for turn in range(2):
+            text = f"Now: {conv}{turn}\n{STATIC}\nCustomer {conv}\nDocs: {turn}{conv}\n"
+            first = fresh.observe(P, text, conversation=conv)
+    fresh_text = f"Now: x\n{STATIC}\nCustomer 9\nDocs: y\n"
+    first = fresh.observe(P, fresh_text, conversation=9)
+    assert first is not None
+    assert first.conversation == ()  # without a label, a first turn relocates it all
 
 
 def test_a_new_version_is_a_new_template_learned_within_two_requests() -> None:

@@ -19,6 +19,7 @@ beside it) stays valid. Writes there cost 1.25x, so the never-worse guard decide
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from promptcache.sidecar.planner.builder import build_prefix, finish_plan, tools_list
@@ -64,6 +65,53 @@ def _prepend(message: dict[str, Any], ctx: str, part_type: str) -> dict[str, Any
     return {**message, "content": [{"type": part_type, "text": ctx}, *content]}
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """Where a Chat or Responses body keeps its system text and its conversation."""
+
+    listing: list[Any]
+    """``messages`` (Chat) or the ``input`` items (Responses; empty for a string)."""
+    conv_start: int
+    """Index in ``listing`` of the first message after the system message."""
+    part_type: str
+    string_input: str | None
+    sys_at: str | None
+    sys_content: Any
+
+    @property
+    def conversation(self) -> list[Any]:
+        return self.listing[self.conv_start :]
+
+
+def _locate(body: dict[str, Any], route: Literal["chat", "responses"]) -> _Shape:
+    string_input: str | None = None
+    sys_at: str | None = None
+    sys_content: Any = None
+    conv_start = 0
+    if route == "chat":
+        listing = body.get("messages")
+        if not isinstance(listing, list) or not all(isinstance(m, dict) for m in listing):
+            raise PlanError("messages: expected a list of objects")
+        part_type = "text"
+        if listing and role_of(listing[0]) in SYSTEM_ROLES:
+            sys_at, sys_content, conv_start = "messages[0]", listing[0].get("content"), 1
+    else:
+        part_type = "input_text"
+        raw = body.get("input")
+        if isinstance(raw, str):
+            string_input, listing = raw, []
+        elif raw is None or isinstance(raw, list):
+            listing = raw or []
+        else:
+            raise PlanError("input: expected a string or a list of items")
+        instructions = body.get("instructions")
+        if isinstance(instructions, str) and instructions:
+            sys_at, sys_content = "instructions", instructions
+        elif listing and role_of(listing[0]) in SYSTEM_ROLES:
+            sys_at, sys_content, conv_start = "input[0]", listing[0].get("content"), 1
+    return _Shape(listing, conv_start, part_type, string_input, sys_at, sys_content)
+
+
 def _has_breakpoint(items: list[Any]) -> bool:
     """Whether the app placed any ``prompt_cache_breakpoint`` itself (then we add none)."""
     for item in items:
@@ -92,6 +140,12 @@ def _static_breakpoint(
     return {**message, "content": parts}
 
 
+def system_sources(body: dict[str, Any], route: Literal["chat", "responses"]) -> list[Source]:
+    """The system texts of a Chat or Responses body, as the planner reads them."""
+    shape = _locate(body, route)
+    return _sources(shape.sys_content, shape.sys_at or "system")[0]
+
+
 def plan_openai(
     body: dict[str, Any], env: Env, now: float, route: Literal["chat", "responses"]
 ) -> tuple[Plan, list[tuple[str, str]]]:
@@ -100,32 +154,10 @@ def plan_openai(
     provider: Literal["openai", "openai-compatible"] = (
         "openai-compatible" if is_openai_compatible(env.provider) else "openai"
     )
-    string_input: str | None = None
-    sys_at: str | None = None
-    sys_content: Any = None
-    conv_start = 0
-    if route == "chat":
-        listing = body.get("messages")
-        if not isinstance(listing, list) or not all(isinstance(m, dict) for m in listing):
-            raise PlanError("messages: expected a list of objects")
-        part_type = "text"
-        if listing and role_of(listing[0]) in SYSTEM_ROLES:
-            sys_at, sys_content, conv_start = "messages[0]", listing[0].get("content"), 1
-    else:
-        part_type = "input_text"
-        raw = body.get("input")
-        if isinstance(raw, str):
-            string_input, listing = raw, []
-        elif raw is None or isinstance(raw, list):
-            listing = raw or []
-        else:
-            raise PlanError("input: expected a string or a list of items")
-        instructions = body.get("instructions")
-        if isinstance(instructions, str) and instructions:
-            sys_at, sys_content = "instructions", instructions
-        elif listing and role_of(listing[0]) in SYSTEM_ROLES:
-            sys_at, sys_content, conv_start = "input[0]", listing[0].get("content"), 1
-    conv = listing[conv_start:]
+    shape = _locate(body, route)
+    listing, conv, part_type = shape.listing, shape.conversation, shape.part_type
+    string_input, sys_at, sys_content = shape.string_input, shape.sys_at, shape.sys_content
+    conv_start = shape.conv_start
 
     tools_in = tools_list(body.get("tools"))
     sources, frozen = _sources(sys_content, sys_at or "system")
