@@ -156,10 +156,14 @@ def disagrees(provider: str, sidecar: str | None) -> bool:
     """Whether the provider's and the sidecar's verdicts contradict each other.
 
     Only comparable verdicts count: the provider compared the request (a change, or
-    none) and the sidecar either diagnosed a miss or saw none. A changed prefix is
-    ``prefix_changed`` on the sidecar's side; every other sidecar reason (or no miss)
-    says the prefix was the same.
+    none) and the sidecar said something about the prefix. A changed prefix is
+    ``prefix_changed`` on the sidecar's side; ``ttl_expired``, ``below_minimum``,
+    ``unknown`` and no miss say it was the same. ``first_write`` fits either (a prefix
+    is new to the cache because it changed, or because its first write was still in
+    flight), so it is never a disagreement.
     """
     if provider not in CHANGED and provider != NO_DIVERGENCE:
+        return False
+    if sidecar == "first_write":
         return False
     return (provider in CHANGED) != (sidecar == "prefix_changed")

@@ -73,3 +73,6 @@ def test_verdicts() -> None:
     assert not disagrees(NO_DIVERGENCE, None)
     assert not disagrees("previous_message_not_found", "prefix_changed")
     assert not disagrees(PENDING, "prefix_changed")
+    assert not disagrees("system_changed", "first_write")
+    assert not disagrees(NO_DIVERGENCE, "first_write")
+    assert disagrees("messages_changed", None)
