@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
+import pytest
+
+from promptcache.sidecar.cli import configure, settings_from
 from promptcache.sidecar.diagnostics import (
     MISSING,
     NO_DIVERGENCE,
@@ -76,3 +80,18 @@ def test_verdicts() -> None:
     assert not disagrees("system_changed", "first_write")
     assert not disagrees(NO_DIVERGENCE, "first_write")
     assert disagrees("messages_changed", None)
+
+
+def test_the_switch_is_off_by_default_and_works_bare(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMPTCACHE_ANTHROPIC_DIAGNOSTICS", raising=False)
+    parser = argparse.ArgumentParser()
+    configure(parser, "sidecar")
+
+    def on(*argv: str) -> bool:
+        return settings_from(parser.parse_args(list(argv))).anthropic_diagnostics
+
+    assert not on()
+    assert on("--anthropic-diagnostics")  # as the injection webhook passes it
+    assert not on("--anthropic-diagnostics", "false")
+    monkeypatch.setenv("PROMPTCACHE_ANTHROPIC_DIAGNOSTICS", "true")
+    assert on()
