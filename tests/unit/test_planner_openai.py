@@ -234,6 +234,11 @@ def test_an_app_breakpoint_is_left_alone() -> None:
     assert _breakpoints(plan("chat", b, policy()).body) == [(1, 0)]
 
 
+def test_an_app_in_explicit_mode_is_left_alone() -> None:
+    b = chat(model="gpt-5.6-terra", prompt_cache_options={"mode": "explicit"})
+    assert _breakpoints(plan("chat", b, policy()).body) == []
+
+
 def test_responses_system_item_gets_the_breakpoint() -> None:
     b = {
         "model": "gpt-5.6-sol",

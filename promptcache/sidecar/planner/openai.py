@@ -123,6 +123,12 @@ def _has_breakpoint(items: list[Any]) -> bool:
     return False
 
 
+def _explicit_mode(body: dict[str, Any]) -> bool:
+    """The app chose ``explicit`` mode: it places breakpoints itself (none: no caching)."""
+    options = body.get("prompt_cache_options")
+    return isinstance(options, dict) and options.get("mode") == "explicit"
+
+
 def _static_breakpoint(
     message: dict[str, Any], pieces: list[Any], static_count: int, part_type: str
 ) -> dict[str, Any]:
@@ -224,6 +230,7 @@ def plan_openai(
         and role_of(out_list[0]) in SYSTEM_ROLES
         and not frozen
         and not _has_breakpoint(listing)
+        and not _explicit_mode(body)
     ):
         if env.allow("static", static_hash):
             out_list[0] = _static_breakpoint(out_list[0], sp.pieces, sp.static_count, part_type)
