@@ -509,3 +509,23 @@ def test_a_rewritten_system_string_stays_a_string_without_a_marker() -> None:
     assert p.body["messages"][0]["content"][0]["text"] == (
         f'<context name="datetime">\nNow: {STAMP}\n</context>'
     )
+
+
+def test_no_second_system_message_after_the_apps_own() -> None:
+    msgs = [
+        {"role": "user", "content": LONG},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "t1", "name": "x", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "42"}],
+        },
+        {"role": "system", "content": "The app's own reminder."},
+    ]
+    request = body(messages=msgs) | {"model": "claude-opus-4-8"}
+    p = plan(request, context=(ContextBlock("profile", "gold tier"),))
+    out = p.body["messages"]
+    assert [m["role"] for m in out] == ["user", "assistant", "user", "system"]
+    assert out[2]["content"][0]["content"][-1]["text"].startswith('<context name="profile">')

@@ -22,7 +22,7 @@ from promptcache.sidecar.planner.common import LOOKBACK_BLOCKS, Env, PlanError, 
 from promptcache.sidecar.planner.markers import AUTOMATIC_POS, Marker, marker_json, place, ttl_of
 from promptcache.sidecar.planner.system import Piece, Source
 from promptcache.sidecar.planner.ttl import TTL_SECONDS
-from promptcache.sidecar.planner.turns import newest_user
+from promptcache.sidecar.planner.turns import newest_user, role_of
 from promptcache.sidecar.planner.types import Diagnostics, Plan, Ttl
 from promptcache.tokens import estimate_json, estimate_text
 
@@ -158,11 +158,12 @@ def _place_context(
     ``index`` when it is a new message, or to replace ``messages[k]``; ``None`` when the
     request already has it.
     """
-    if env.info.mid_conversation_system:
-        system_msg = {"role": "system", "content": [{"type": "text", "text": ctx}]}
-        following = messages[k + 1] if k + 1 < len(messages) else None
-        if following == system_msg:
-            return None
+    following = messages[k + 1] if k + 1 < len(messages) else None
+    system_msg = {"role": "system", "content": [{"type": "text", "text": ctx}]}
+    if following == system_msg:
+        return None
+    # A system message must follow a user turn directly: not after the app's own one.
+    if env.info.mid_conversation_system and role_of(following) != "system":
         notes.append("context: a system message after the tool results (tool loop kept)")
         return k + 1, system_msg
     replaced = _in_tool_result(messages[k], ctx)
