@@ -255,8 +255,10 @@ def test_injector_config_is_accepted_by_the_operator(docs: list[Manifest], value
 def test_monitoring_objects(kubebin_dir: Path) -> None:
     docs = render(kubebin_dir, "-f", str(ALL_ON))
     podmonitor = only(docs, "PodMonitor")
-    (endpoint,) = podmonitor["spec"]["podMetricsEndpoints"]
+    endpoint, operator_endpoint = podmonitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == "admin"
+    assert operator_endpoint["port"] == "metrics"
+    assert operator_endpoint["relabelings"][0]["regex"] == f"operator;{RELEASE};operator"
     assert {
         "sourceLabels": ["__meta_kubernetes_pod_container_name"],
         "regex": "promptcache",
@@ -269,6 +271,7 @@ def test_monitoring_objects(kubebin_dir: Path) -> None:
         "PromptcachePrefixChurn",
         "PromptcacheUpstreamErrors",
         "PromptcacheTransformErrors",
+        "PromptcacheWebhookFailingOpen",
     }
     dashboard = only(docs, "ConfigMap", "-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"

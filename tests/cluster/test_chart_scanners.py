@@ -171,7 +171,7 @@ def test_promtool_checks_the_rules(scanners_dir: Path, kubebin_dir: Path, tmp_pa
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 4 rules found" in proc.stdout + proc.stderr
+    assert "SUCCESS: 5 rules found" in proc.stdout + proc.stderr
 
 
 ALERT_TESTS = REPO_ROOT / "charts" / "promptcache" / "ci" / "alerts-test.yaml"

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
+from promptcache_operator.metrics import OperatorMetrics
 
 import promptcache
 from promptcache.sidecar.context import ContextMetrics
@@ -42,6 +43,7 @@ def _exported() -> dict[str, str]:
     registry = CollectorRegistry()
     Metrics(registry)
     ContextMetrics(registry)
+    OperatorMetrics(registry)  # the operator's, for the webhook alert
     registry.register(LearningCollector(Planner()))
     return {family.name: family.documentation for family in registry.collect()}
 
