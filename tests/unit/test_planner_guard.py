@@ -109,3 +109,23 @@ def test_sidecar_observe_mode_applies_unless_the_policy_sets_its_own() -> None:
             PlanRequest(route="messages", body=body(system), policy_name="p", policy=spec)
         )
         assert plan.observe_only is observed
+
+
+def test_the_guard_withdraws_an_unread_gpt_5_6_breakpoint() -> None:
+    """GPT-5.6 writes cost 1.25x: an explicit breakpoint whose writes are never read goes."""
+    planner = Planner(learning=False)
+    marked = []
+    for i in range(6):
+        system = f"Now: {i}\n" + "Static instructions for the agent. " * 300
+        request: dict[str, Any] = {
+            "model": "gpt-5.6-terra",
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": "q"}],
+        }
+        plan = planner.plan(PlanRequest(route="chat", body=request, now=float(i)))
+        system_content = plan.body["messages"][0]["content"]
+        marked.append(
+            isinstance(system_content, list)
+            and any("prompt_cache_breakpoint" in part for part in system_content)
+        )
+        planner.record_outcome(plan, Usage(uncached=3, cache_write_5m=2600), float(i) + 0.5)
+    assert marked == [True, True, False, False, False, False]
