@@ -6,13 +6,18 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LLM_STAMP := $(VENV)/.installed-llm
+# checkov lives in its own virtual environment: its dependency pins clash with ours.
+TOOLS  := .venv-tools
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP := $(TOOLS)/checkov/.installed-$(CHECKOV_VERSION)
 
-.PHONY: help venv llm kubebin lint typecheck install-check test test-unit test-local test-cluster demo demo-real bench e2e-kind clean
+.PHONY: help venv venv-llamaindex llm kubebin scanners tools lint typecheck install-check test test-unit test-local test-clients test-cluster demo demo-real bench soak e2e-kind clean
 
 help:
 	@echo "make demo       run the case-study demo on the bundled simulator (no cluster, no API key)"
 	@echo "make test       lint, type-check and run the whole test suite"
-	@echo "make bench      benchmarks (sidecar overhead vs direct and nginx; context prefetch)"
+	@echo "make bench      benchmarks (sidecar vs direct, nginx, LiteLLM, Portkey; context prefetch)"
+	@echo "make soak       75 streaming users, faults and policy reloads for 10 min (MINUTES=3)"
 	@echo "make demo-real  the demo against a real llama.cpp server"
 	@echo "make e2e-kind   cluster tests on kind (needs Docker)"
 
@@ -35,8 +40,32 @@ $(LLM_STAMP): $(STAMP)
 
 llm: $(LLM_STAMP)
 
+# LlamaIndex's Anthropic LLM needs an older anthropic SDK than the rest of the suite, so the
+# client tier (tests/clients/test_llamaindex.py) runs it from its own environment.
+LLAMA_VENV  := .venv-llamaindex
+LLAMA_STAMP := $(LLAMA_VENV)/.installed
+$(LLAMA_STAMP): tests/clients/llamaindex-requirements.txt
+	@test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/python -m pip install --quiet -r tests/clients/llamaindex-requirements.txt
+	@touch $@
+
+venv-llamaindex: $(LLAMA_STAMP)
+
 kubebin:
 	@hack/kubebin/build.sh >/dev/null
+
+# The chart's scanners (tests/cluster/test_chart_scanners.py): checkov from PyPI into
+# .venv-tools/checkov, promtool and kube-score built from the Go module proxy. A tool that
+# cannot be installed fails the target: the tests never skip a scanner.
+$(CHECKOV_STAMP):
+	@test -x $(TOOLS)/checkov/bin/python || $(PYTHON) -m venv $(TOOLS)/checkov
+	$(TOOLS)/checkov/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	@touch $@
+
+scanners:
+	@hack/scanners/build.sh >/dev/null
+
+tools: $(CHECKOV_STAMP) scanners
 
 lint: venv
 	$(BIN)/ruff check .
@@ -50,7 +79,7 @@ typecheck: venv
 install-check: venv
 	hack/install-check.sh $(BIN)/python
 
-test: venv llm kubebin lint typecheck install-check
+test: venv venv-llamaindex llm kubebin tools lint typecheck install-check
 	$(BIN)/python -m pytest
 
 test-unit: venv
@@ -59,7 +88,10 @@ test-unit: venv
 test-local: venv
 	$(BIN)/python -m pytest tests/local
 
-test-cluster: venv kubebin
+test-clients: venv venv-llamaindex
+	$(BIN)/python -m pytest tests/clients
+
+test-cluster: venv kubebin tools
 	$(BIN)/python -m pytest tests/cluster
 
 demo: venv
@@ -71,8 +103,12 @@ demo-real: venv llm
 bench: venv
 	$(BIN)/python -m bench
 
+MINUTES ?= 10
+soak: venv
+	$(BIN)/python -m promptcache.demo.soak --minutes $(MINUTES) --report docs/soak.md
+
 e2e-kind: venv
 	$(BIN)/python -m pytest tests/cluster --kind
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(LLAMA_VENV) build *.egg-info .mypy_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""``python -m bench`` (``make bench``): sidecar overhead, planner cost, then context prefetch.
+"""``python -m bench`` (``make bench``): the sidecar against nginx and the peers, planner cost,
+then context prefetch.
 
 Prints the tables and writes ``docs/benchmarks.md``. nginx and wrk come from Debian;
 when they are missing and this runs as root with apt-get, they are installed first.
@@ -47,19 +48,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--skip-context", action="store_true", help="overhead only")
+    parser.add_argument(
+        "--no-peers", action="store_true", help="without LiteLLM's proxy and Portkey's gateway"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ensure_tools()
     from bench import overhead, planner_bench, report
 
-    log.info("sidecar overhead: direct, nginx, sidecar (%gs per measurement)...", args.seconds)
-    run = overhead.run(seconds=args.seconds, rounds=args.rounds)
+    log.info(
+        "sidecar overhead: direct, nginx, sidecar%s (%gs per measurement)...",
+        "" if args.no_peers else ", Portkey, LiteLLM",
+        args.seconds,
+    )
+    run = overhead.run(seconds=args.seconds, rounds=args.rounds, with_peers=not args.no_peers)
     log.info("planner cost per call...")
     planner = planner_bench.run()
     command = "python -m bench" + (f" --seconds {args.seconds:g}" if args.seconds != 8.0 else "")
     command += f" --rounds {args.rounds}" if args.rounds != 3 else ""
+    command += " --no-peers" if args.no_peers else ""
+    sys.stdout.write(report.peers_lines(run) + "\n\n")
+    sys.stdout.write(report.arms_table(run.python) + "\n\n")
+    sys.stdout.write(report.ratios_table(run.python) + "\n\n")
+    sys.stdout.write(report.targets_table(run) + "\n\n")
     sys.stdout.write(report.table(run.fast, run.rss_mb) + "\n\n")
-    sys.stdout.write(report.python_table(run.python) + "\n\n")
     sys.stdout.write(planner_bench.table(planner) + "\n")
     report.write(args.report, report.markdown(run, command, planner=planner))
     log.info("written: %s", args.report)

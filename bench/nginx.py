@@ -126,8 +126,8 @@ def running(
     python_port: int,
     python_proxy_port: int,
     workers: str = "auto",
-) -> Iterator[None]:
-    """nginx serving the upstream and proxy ports until the block ends.
+) -> Iterator[int]:
+    """nginx serving the upstream and proxy ports until the block ends; yields its pid.
 
     ``python_proxy_port`` proxies to a Python upstream on ``python_port`` (started by the
     caller).
@@ -154,7 +154,7 @@ def running(
         try:
             _wait_port(upstream_port)
             _wait_port(proxy_port)
-            yield
+            yield process.pid
         finally:
             process.terminate()
             process.wait(timeout=10)

@@ -1,11 +1,14 @@
-"""What the sidecar adds to an LLM call, against the direct path and an nginx hop.
+"""What the sidecar adds to an LLM call, against the direct path, an nginx hop and the peers.
 
-One run, one machine: nginx serves a fixed Anthropic answer at once (the fast
-upstream) and, on a second port, proxies to it (the floor for a proxy hop); the sidecar
-runs as a real process in front of the same upstream. ``wrk`` sends the ~28 KB request
-over one connection (added latency: median and p99) and over 75 (requests per second
-and latency under load); an aiohttp client measures the streamed answer's time to first
-byte; the sidecar's peak RSS is read from ``/proc``. All paths are up together and take
+One run, one machine, two upstreams. The Python upstream (``bench.upstream_app``, the
+kind of server an app reaches locally) has every arm in front of it: nginx, a bare
+aiohttp proxy, the sidecar, and the gateways users would pick instead (LiteLLM's proxy,
+Portkey's gateway; ``bench.peers``). The fast upstream (nginx answering a fixed message
+at once) measures the hops alone: nginx, the aiohttp floor and the sidecar. ``wrk``
+sends the ~28 KB request over one connection (added latency: median and p99) and over
+75 (requests per second and latency under load, with each arm's and the upstream's CPU
+time from ``/proc``); an aiohttp client measures the streamed answer's time to first
+byte; peak RSS is each arm's processes' ``VmHWM``. All paths are up together and take
 turns in short slices, each figure the median of its slices, so that a burst of other
 work on a shared machine does not land on one path only. Figures are reported as
 measured and as ratios to the direct path of the same run.
@@ -31,8 +34,8 @@ from pathlib import Path
 
 import aiohttp
 
-from bench import nginx, wrk
-from bench.payload import request_body
+from bench import nginx, peers, wrk
+from bench.payload import API_KEY, request_body
 from promptcache.demo.services import free_port, free_ports
 
 CONCURRENCY = 75
@@ -50,6 +53,16 @@ miss diagnosis), and with the planner switched off (the proxy and its measuremen
 
 
 @dataclass(frozen=True, slots=True)
+class Target:
+    """Where one arm listens, and the headers each of its requests needs."""
+
+    url: str
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    pids: tuple[int, ...] = ()
+    """Processes whose CPU time and peak RSS are the arm's (none: not measured)."""
+
+
+@dataclass(frozen=True, slots=True)
 class PathFigures:
     name: str
     sequential: wrk.Result
@@ -58,6 +71,12 @@ class PathFigures:
     ttfb_p99: float
     own: OwnTime | None = None
     """The sidecar's own time per call, from its ``promptcache_overhead_seconds``."""
+    cpu: float | None = None
+    """The arm's processes' CPU time during its loaded slices, in cores (1.0: one core)."""
+    upstream_cpu: float | None = None
+    """The upstream's CPU time during the same slices, in cores."""
+    rss_mb: float | None = None
+    """Peak RSS (VmHWM) of the arm's processes at the end of the scenario."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +151,50 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def _ttfb(url: str, body: bytes, count: int) -> list[float]:
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a gateway may fork workers)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                todo.extend(int(c) for c in children)
+    return out
+
+
+def tree_peak_rss_mb(pids: tuple[int, ...]) -> float:
+    """Sum of the peak RSS of ``pids`` and their descendants (each one's own peak)."""
+    total = 0.0
+    for pid in pids:
+        for p in process_tree(pid):
+            with contextlib.suppress(OSError):
+                total += peak_rss_mb(p)
+    return total
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: tuple[int, ...]) -> float:
+    """User + system CPU seconds used so far by ``pids`` and their descendants."""
+    total = 0.0
+    for pid in pids:
+        for p in process_tree(pid):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+async def _ttfb(url: str, body: bytes, count: int, extra: dict[str, str]) -> list[float]:
     headers = {
         "Content-Type": "application/json",
         "anthropic-version": "2023-06-01",
-        "x-api-key": "bench-key",
+        "x-api-key": API_KEY,
         "x-bench-stream": "1",
-    }
+    } | extra
     times: list[float] = []
     async with aiohttp.ClientSession() as http:
         for i in range(count + 20):
@@ -169,23 +225,63 @@ def slice_seconds(seconds: float, rounds: int) -> int:
     return max(1, round(seconds / rounds))
 
 
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """One arm at ``CONCURRENCY`` connections: wrk's medians and the CPU it took."""
+
+    result: wrk.Result
+    cpu: float | None
+    upstream_cpu: float | None
+
+
 def loaded_rounds(
-    bases: dict[str, str], body: bytes, seconds: float, rounds: int
-) -> dict[str, wrk.Result]:
+    bases: dict[str, Target],
+    body: bytes,
+    seconds: float,
+    rounds: int,
+    *,
+    upstream_pids: tuple[int, ...] = (),
+) -> dict[str, Loaded]:
     """``CONCURRENCY`` connections per path, the paths taking turns ``rounds`` times."""
     slices: dict[str, list[wrk.Result]] = {name: [] for name in bases}
-    for base in bases.values():  # warm-up: pools filled, code paths hot
-        wrk.run(base + "/v1/messages", body, connections=CONCURRENCY, seconds=1, stream=False)
+    cpu: dict[str, float] = dict.fromkeys(bases, 0.0)
+    upstream_cpu: dict[str, float] = dict.fromkeys(bases, 0.0)
+    wall: dict[str, float] = dict.fromkeys(bases, 0.0)
+    for t in bases.values():  # warm-up: pools filled, code paths hot
+        wrk.run(
+            t.url + "/v1/messages", body, connections=CONCURRENCY, seconds=1, stream=False,
+            headers=t.headers,
+        )  # fmt: skip
     for _ in range(rounds):
-        for name, base in bases.items():
-            url = base + "/v1/messages"
-            result = wrk.run(url, body, connections=CONCURRENCY, seconds=seconds, stream=False)
+        for name, t in bases.items():
+            url = t.url + "/v1/messages"
+            before = (time.monotonic(), cpu_seconds(t.pids), cpu_seconds(upstream_pids))
+            result = wrk.run(
+                url, body, connections=CONCURRENCY, seconds=seconds, stream=False,
+                headers=t.headers,
+            )  # fmt: skip
+            wall[name] += time.monotonic() - before[0]
+            cpu[name] += cpu_seconds(t.pids) - before[1]
+            upstream_cpu[name] += cpu_seconds(upstream_pids) - before[2]
             slices[name].append(result)
-    return {name: _median_result(results) for name, results in slices.items()}
+    return {
+        name: Loaded(
+            result=_median_result(results),
+            cpu=cpu[name] / wall[name] if bases[name].pids else None,
+            upstream_cpu=upstream_cpu[name] / wall[name] if upstream_pids else None,
+        )
+        for name, results in slices.items()
+    }
 
 
 def measure_all(
-    bases: dict[str, str], body: bytes, stream_body: bytes, seconds: float, rounds: int
+    bases: dict[str, Target],
+    body: bytes,
+    stream_body: bytes,
+    seconds: float,
+    rounds: int,
+    *,
+    upstream_pids: tuple[int, ...] = (),
 ) -> list[PathFigures]:
     """Every path, taking turns: ``rounds`` slices of ``seconds / rounds`` each, sequential
     then loaded, each figure the median of its slices.
@@ -194,24 +290,34 @@ def measure_all(
     every path alike instead of on one path's whole measurement.
     """
     share = slice_seconds(seconds, rounds)
-    for base in bases.values():
-        wrk.run(base + "/v1/messages", body, connections=1, seconds=1, stream=False)
+    for t in bases.values():
+        wrk.run(
+            t.url + "/v1/messages", body, connections=1, seconds=1, stream=False,
+            headers=t.headers,
+        )  # fmt: skip
     sequential: dict[str, list[wrk.Result]] = {name: [] for name in bases}
     for _ in range(rounds):
-        for name, base in bases.items():
-            url = base + "/v1/messages"
-            sequential[name].append(wrk.run(url, body, connections=1, seconds=share, stream=False))
-    loaded = loaded_rounds(bases, body, share, rounds)
+        for name, t in bases.items():
+            url = t.url + "/v1/messages"
+            sequential[name].append(
+                wrk.run(url, body, connections=1, seconds=share, stream=False, headers=t.headers)
+            )
+    loaded = loaded_rounds(bases, body, share, rounds, upstream_pids=upstream_pids)
     out: list[PathFigures] = []
-    for name, base in bases.items():
-        ttfb = sorted(asyncio.run(_ttfb(base + "/v1/messages", stream_body, TTFB_REQUESTS)))
+    for name, t in bases.items():
+        ttfb = sorted(
+            asyncio.run(_ttfb(t.url + "/v1/messages", stream_body, TTFB_REQUESTS, t.headers))
+        )
         out.append(
             PathFigures(
                 name=name,
                 sequential=_median_result(sequential[name]),
-                loaded=loaded[name],
+                loaded=loaded[name].result,
                 ttfb_p50=statistics.median(ttfb),
                 ttfb_p99=ttfb[int(len(ttfb) * 0.99) - 1],
+                cpu=loaded[name].cpu,
+                upstream_cpu=loaded[name].upstream_cpu,
+                rss_mb=tree_peak_rss_mb(t.pids) if t.pids else None,
             )
         )
     return out
@@ -246,86 +352,147 @@ class Run:
 
     fast: list[PathFigures]
     """Against nginx's fixed answer: the strictest view of each hop's cost."""
-    python: list[tuple[str, wrk.Result]]
-    """At 75 connections against a Python (aiohttp) upstream."""
+    python: list[PathFigures]
+    """Every arm, peers included, against a Python (aiohttp) upstream."""
     rss_mb: float
+    """The sidecar's peak RSS over both scenarios."""
     machine: dict[str, str]
     rounds: int = ROUNDS
     """Interleaved slices per path and measurement."""
+    peers: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Each peer's version, or why it is missing from this run."""
 
 
 @contextlib.contextmanager
-def minimal_proxy(port: int, upstream: str) -> Iterator[None]:
+def minimal_proxy(port: int, upstream: str) -> Iterator[int]:
     """``bench.minimal_proxy``: the floor for any aiohttp hop."""
-    with _module_process(port, "bench.minimal_proxy", str(port), upstream):
-        yield
+    with _module_process(port, "bench.minimal_proxy", str(port), upstream) as pid:
+        yield pid
 
 
 @contextlib.contextmanager
-def python_upstream(port: int) -> Iterator[None]:
-    with _module_process(port, "bench.upstream_app", str(port)):
-        yield
+def python_upstream(port: int) -> Iterator[int]:
+    with _module_process(port, "bench.upstream_app", str(port)) as pid:
+        yield pid
 
 
 @contextlib.contextmanager
-def _module_process(port: int, module: str, *args: str) -> Iterator[None]:
+def _module_process(port: int, module: str, *args: str) -> Iterator[int]:
     process = subprocess.Popen([sys.executable, "-m", module, *args])
     try:
         _wait_ready(f"http://127.0.0.1:{port}", process)
-        yield
+        yield process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
+@dataclass(frozen=True, slots=True)
+class Arms:
+    """One scenario's arms, up together: targets by row name (in table order)."""
+
+    targets: dict[str, Target]
+    sidecars: dict[str, tuple[int, str]]
+    """Each sidecar row's pid and admin URL."""
+
+
 @contextlib.contextmanager
 def all_paths(
-    upstream: str, nginx_base: str, floor_port: int, sidecar_ports: dict[str, int]
-) -> Iterator[tuple[dict[str, str], dict[str, tuple[int, str]]]]:
-    """Every path up at once in front of ``upstream``: base URLs by row name (in table
-    order), and each sidecar's pid and admin URL."""
+    upstream: str,
+    nginx_base: str,
+    floor_port: int,
+    sidecar_ports: dict[str, int],
+    *,
+    nginx_pid: int | None = None,
+    peer_arms: dict[str, Target] | None = None,
+) -> Iterator[Arms]:
+    """Every path up at once in front of ``upstream``."""
     with contextlib.ExitStack() as stack:
-        bases = {"direct": upstream, "nginx": nginx_base}
-        stack.enter_context(minimal_proxy(floor_port, upstream))
-        bases[FLOOR] = f"http://127.0.0.1:{floor_port}"
+        targets = {
+            "direct": Target(upstream),
+            "nginx": Target(nginx_base, pids=(nginx_pid,) if nginx_pid else ()),
+        }
+        floor_pid = stack.enter_context(minimal_proxy(floor_port, upstream))
+        targets[FLOOR] = Target(f"http://127.0.0.1:{floor_port}", pids=(floor_pid,))
         sidecars: dict[str, tuple[int, str]] = {}
         for name, env in SIDECAR_VARIANTS.items():
             port = sidecar_ports[name]
             sidecars[name] = stack.enter_context(sidecar(upstream, port, env))
-            bases[name] = f"http://127.0.0.1:{port}"
-        yield bases, sidecars
+            targets[name] = Target(f"http://127.0.0.1:{port}", pids=(sidecars[name][0],))
+        targets |= peer_arms or {}
+        yield Arms(targets=targets, sidecars=sidecars)
 
 
-def run(*, seconds: float = 8.0, rounds: int = ROUNDS) -> Run:
-    """Measure direct, nginx and sidecar paths; also the sidecar's peak RSS (MB)."""
+@contextlib.contextmanager
+def peer_arms(upstream: str, notes: dict[str, str]) -> Iterator[dict[str, Target]]:
+    """LiteLLM's proxy and Portkey's gateway in front of ``upstream``, those that start.
+
+    ``notes`` receives each peer's version, or why it is not in this run.
+    """
+    with contextlib.ExitStack() as stack:
+        arms: dict[str, Target] = {}
+        litellm_port, portkey_port = free_ports(2)
+        for name, port in (("Portkey gateway", portkey_port), ("LiteLLM proxy", litellm_port)):
+            try:
+                if name.startswith("Portkey"):
+                    peer = peers.ensure_portkey(upstream)
+                    pid = stack.enter_context(peers.portkey_running(port))
+                else:
+                    peer = peers.ensure_litellm()
+                    pid = stack.enter_context(peers.litellm_running(port, upstream))
+            except peers.PeerUnavailableError as exc:
+                notes[name] = f"not in this run: {exc}"
+                sys.stderr.write(f"bench: {name} {notes[name]}\n")
+                continue
+            notes[peer.name] = peer.version
+            arms[f"{peer.name} {peer.version}"] = Target(
+                f"http://127.0.0.1:{port}", headers=peer.headers, pids=(pid,)
+            )
+        yield arms
+
+
+def run(*, seconds: float = 8.0, rounds: int = ROUNDS, with_peers: bool = True) -> Run:
+    """Both scenarios; also the sidecar's peak RSS (MB) and the peers' versions."""
     body, stream_body = request_body(), request_body(stream=True)
     upstream_port, proxy_port, answer_port, py_port, py_proxy, floor_port = free_ports(6)
     sidecar_ports = dict(zip(SIDECAR_VARIANTS, free_ports(len(SIDECAR_VARIANTS)), strict=True))
-    rss = 0.0
+    notes: dict[str, str] = {}
     with (
-        python_upstream(py_port),
+        python_upstream(py_port) as py_pid,
         nginx.running(
             upstream_port=upstream_port,
             proxy_port=proxy_port,
             answer_port=answer_port,
             python_port=py_port,
             python_proxy_port=py_proxy,
-        ),
+        ) as nginx_pid,
     ):
-        fast_upstream = f"http://127.0.0.1:{upstream_port}"
-        nginx_fast = f"http://127.0.0.1:{proxy_port}"
-        with all_paths(fast_upstream, nginx_fast, floor_port, sidecar_ports) as (bases, sidecars):
-            fast = [
-                dataclasses.replace(f, own=own_time(sidecars[f.name][1]))
-                if f.name in sidecars
-                else f
-                for f in measure_all(bases, body, stream_body, seconds, rounds)
-            ]
-            rss = max([rss, *(peak_rss_mb(pid) for pid, _ in sidecars.values())])
         py_upstream = f"http://127.0.0.1:{py_port}"
         nginx_py = f"http://127.0.0.1:{py_proxy}"
-        with all_paths(py_upstream, nginx_py, floor_port, sidecar_ports) as (bases, sidecars):
-            share = slice_seconds(seconds, rounds)
-            python = list(loaded_rounds(bases, body, share, rounds).items())
-            rss = max([rss, *(peak_rss_mb(pid) for pid, _ in sidecars.values())])
-    return Run(fast=fast, python=python, rss_mb=rss, machine=machine(), rounds=rounds)
+        with contextlib.ExitStack() as stack:
+            extra = stack.enter_context(peer_arms(py_upstream, notes)) if with_peers else {}
+            arms = stack.enter_context(
+                all_paths(
+                    py_upstream, nginx_py, floor_port, sidecar_ports,
+                    nginx_pid=nginx_pid, peer_arms=extra,
+                )
+            )  # fmt: skip
+            python = [
+                dataclasses.replace(f, own=own_time(arms.sidecars[f.name][1]))
+                if f.name in arms.sidecars
+                else f
+                for f in measure_all(
+                    arms.targets, body, stream_body, seconds, rounds, upstream_pids=(py_pid,)
+                )
+            ]
+        fast_upstream = f"http://127.0.0.1:{upstream_port}"
+        nginx_fast = f"http://127.0.0.1:{proxy_port}"
+        with all_paths(fast_upstream, nginx_fast, floor_port, sidecar_ports) as arms:
+            fast = [
+                dataclasses.replace(f, own=own_time(arms.sidecars[f.name][1]))
+                if f.name in arms.sidecars
+                else f
+                for f in measure_all(arms.targets, body, stream_body, seconds, rounds)
+            ]
+    rss = max(f.rss_mb or 0.0 for f in [*python, *fast] if f.name in SIDECAR_VARIANTS)
+    return Run(fast=fast, python=python, rss_mb=rss, machine=machine(), rounds=rounds, peers=notes)

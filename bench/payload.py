@@ -12,6 +12,9 @@ import random
 from typing import Any
 
 TARGET_BYTES = 28 * 1024
+API_KEY = "sk-bench-5f0c2a9e7b1d4c3a8e6f0b2d9c7a1e4f"
+"""The key every arm is sent: LiteLLM's proxy checks it (its master key), the upstreams
+ignore it."""
 _WORDS = [
     "order",
     "refund",

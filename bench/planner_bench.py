@@ -5,7 +5,9 @@ and the load generator; this isolates it, on the two requests that matter: the b
 ~28 KB Anthropic request with no policy (what every call pays when the sidecar is only
 measuring), and the demo's legacy request (timestamp and request id on top of the static
 instructions, customer and documents after them, a growing history) under the demo's
-``support-agent`` policy (relocation, two breakpoints). Each call plans a freshly parsed
+``support-agent`` policy (relocation, two breakpoints). The no-policy cases run with
+template learning on (the default) and off, and one row times ``Learner.observe`` alone,
+so the learner's own cost per call stands beside the planner's. Each call plans a freshly parsed
 body, as the proxy does, with the sidecar's garbage-collector settings; the demo's
 requests cycle through many conversations and turns, so no two in a row are alike.
 
@@ -32,7 +34,9 @@ from promptcache.demo.workload import POLICY_DIR, WorkloadConfig, generate
 from promptcache.policy import load_policy_file
 from promptcache.sidecar import jsoncodec
 from promptcache.sidecar.cli import GC_THRESHOLD
+from promptcache.sidecar.learner import Learner
 from promptcache.sidecar.planner import Planner, PlanRequest
+from promptcache.sidecar.planner.engine import conversation_key
 
 WARM_UP = 200
 
@@ -83,8 +87,10 @@ def _measure(
     make: Callable[[dict[str, Any]], PlanRequest],
     calls: int,
     clock: Callable[[], float],
+    *,
+    learning: bool = True,
 ) -> PlanCost:
-    planner = Planner()
+    planner = Planner(learning=learning)
     times: list[float] = []
     for i in range(WARM_UP + calls):
         request = make(jsoncodec.loads(bodies[i % len(bodies)]))
@@ -95,6 +101,27 @@ def _measure(
     times.sort()
     return PlanCost(
         name=name,
+        mean_us=statistics.fmean(times) * 1e6,
+        p50_us=times[len(times) // 2] * 1e6,
+        p99_us=times[int(len(times) * 0.99) - 1] * 1e6,
+        calls=calls,
+    )
+
+
+def _learner_alone(bodies: Sequence[bytes], calls: int, clock: Callable[[], float]) -> PlanCost:
+    """``Learner.observe`` alone on the demo's system prompts (the learner's own cost)."""
+    learner = Learner()
+    times: list[float] = []
+    for i in range(WARM_UP + calls):
+        body = jsoncodec.loads(bodies[i % len(bodies)])
+        conversation = conversation_key(body)
+        started = clock()
+        learner.observe(("messages", "claude-sonnet-4-6", ""), body["system"], conversation)
+        if i >= WARM_UP:
+            times.append(clock() - started)
+    times.sort()
+    return PlanCost(
+        name="demo system prompt, learner alone",
         mean_us=statistics.fmean(times) * 1e6,
         p50_us=times[len(times) // 2] * 1e6,
         p99_us=times[int(len(times) * 0.99) - 1] * 1e6,
@@ -132,6 +159,23 @@ def run(*, calls: int = 3000, clock: str = "wall") -> list[PlanCost]:
                 calls,
                 tick,
             ),
+            _measure(
+                "bench request, no policy, learning off",
+                bench_body,
+                lambda b: PlanRequest(route="messages", body=b),
+                calls,
+                tick,
+                learning=False,
+            ),
+            _measure(
+                "demo request, no policy, learning off",
+                demo,
+                lambda b: PlanRequest(route="messages", body=b),
+                calls,
+                tick,
+                learning=False,
+            ),
+            _learner_alone(demo, calls, tick),
             _measure(
                 "demo request, support-agent policy",
                 demo,

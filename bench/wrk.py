@@ -6,8 +6,11 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.payload import API_KEY
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 _PERCENTILE = re.compile(r"^\s*(50|75|90|99)%\s+([0-9.]+)(us|ms|s|m)\s*$", re.M)
@@ -21,7 +24,7 @@ wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["anthropic-version"] = "2023-06-01"
-wrk.headers["x-api-key"] = "bench-key"
+wrk.headers["x-api-key"] = "{key}"
 {extra}
 """
 
@@ -46,19 +49,29 @@ def version() -> str:
     return (out.stdout + out.stderr).strip().splitlines()[0] if available() else "not installed"
 
 
-def run(url: str, body: bytes, *, connections: int, seconds: float, stream: bool) -> Result:
+def run(
+    url: str,
+    body: bytes,
+    *,
+    connections: int,
+    seconds: float,
+    stream: bool,
+    headers: Mapping[str, str] | None = None,
+) -> Result:
     """POST ``body`` to ``url`` over ``connections`` keep-alive connections."""
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         body_path = Path(tmp) / "body.json"
         body_path.write_bytes(body)
         script = Path(tmp) / "post.lua"
-        extra = 'wrk.headers["x-bench-stream"] = "1"' if stream else ""
-        script.write_text(SCRIPT.format(body=body_path, extra=extra))
+        lines = [f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items()]
+        if stream:
+            lines.append('wrk.headers["x-bench-stream"] = "1"')
+        script.write_text(SCRIPT.format(body=body_path, key=API_KEY, extra="\n".join(lines)))
         threads = 1 if connections < 4 else 2
         out = subprocess.run(
             [
                 "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s",
-                "--latency", "-s", str(script), url,
+                "--latency", "--timeout", "10s", "-s", str(script), url,
             ],
             capture_output=True,
             text=True,

@@ -56,6 +56,13 @@ metadata:
   name: {NAMESPACE}
   labels:
     app.kubernetes.io/part-of: promptcache
+    # Pod Security Admission: the operator's pods meet the restricted profile.
+    pod-security.kubernetes.io/enforce: restricted
+    pod-security.kubernetes.io/enforce-version: latest
+    pod-security.kubernetes.io/warn: restricted
+    pod-security.kubernetes.io/audit: restricted
+    # Never send the operator's own pods to its webhook.
+    promptcache.io/inject: disabled
 """
 
 _SOURCE = re.compile(r"^# Source: [^/]+/templates/(?P<file>[^\n]+)$", re.MULTILINE)

@@ -16,6 +16,7 @@ set -euo pipefail
 # ---- pinned versions --------------------------------------------------------
 # Prometheus tags its Go module v0.<minor><patch>.x for release v3.<minor>.x.
 PROMETHEUS_VERSION=v0.307.3   # github.com/prometheus/prometheus (Prometheus v3.7.3)
+PROMETHEUS_RELEASE=3.7.3
 KUBE_SCORE_VERSION=v1.20.0    # github.com/zegl/kube-score
 # -----------------------------------------------------------------------------
 
@@ -25,7 +26,7 @@ log() { printf 'scanners: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # The key also hashes the wrapper module, so an edit of its go.mod/go.sum builds afresh.
-wrapper_hash=$(cat "$here/tools/go.mod" "$here/tools/go.sum" 2>/dev/null | sha256sum | cut -c1-10)
+wrapper_hash=$(cat "$here/promtool/go.mod" "$here/promtool/go.sum" | sha256sum | cut -c1-10)
 key="prometheus-${PROMETHEUS_VERSION}_kube-score-${KUBE_SCORE_VERSION}_$(uname -s)-$(uname -m)_${wrapper_hash}"
 cache_root=${PROMPTCACHE_SCANNERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/promptcache/scanners}
 bin_dir="$cache_root/$key"
@@ -62,27 +63,32 @@ tmp_dir=$(mktemp -d "$bin_dir/.tmp.XXXXXX")
 trap 'rm -rf "$tmp_dir"' EXIT
 start_all=$SECONDS
 
-grep -Eq "github\.com/prometheus/prometheus ${PROMETHEUS_VERSION}\$" "$here/tools/go.mod" ||
-  die "hack/scanners/tools/go.mod does not require prometheus ${PROMETHEUS_VERSION}"
-grep -Eq "github\.com/zegl/kube-score ${KUBE_SCORE_VERSION}\$" "$here/tools/go.mod" ||
-  die "hack/scanners/tools/go.mod does not require kube-score ${KUBE_SCORE_VERSION}"
+grep -Eq "^require github\.com/prometheus/prometheus ${PROMETHEUS_VERSION}\$" "$here/promtool/go.mod" ||
+  die "hack/scanners/promtool/go.mod does not require prometheus ${PROMETHEUS_VERSION}"
 
-build() {  # name, package, extra ldflags
-  local name=$1 pkg=$2 ldflags=$3 t0=$SECONDS
+build() {  # name, how (wrapper|install), package, extra ldflags
+  local name=$1 how=$2 pkg=$3 ldflags=$4 t0=$SECONDS
   if [[ -x $bin_dir/$name ]]; then
     log "$name already built"
     return
   fi
-  log "building $name ($pkg)"
-  (cd "$here/tools" && go build -trimpath -ldflags="-s -w $ldflags" -o "$tmp_dir/$name" "$pkg") ||
-    die "building $name failed"
+  log "building $name ($pkg; promtool takes ~20 minutes on 2 cores)"
+  if [[ $how == wrapper ]]; then
+    (cd "$here/$name" && go build -trimpath -ldflags="-s -w $ldflags" -o "$tmp_dir/$name" "$pkg") ||
+      die "building $name failed"
+  else
+    (cd "$tmp_dir" && GOBIN="$tmp_dir" go install -trimpath -ldflags="-s -w $ldflags" "$pkg") ||
+      die "building $name failed"
+  fi
   mv -f "$tmp_dir/$name" "$bin_dir/$name"
   log "built $name in $((SECONDS - t0))s"
 }
 
-build promtool github.com/prometheus/prometheus/cmd/promtool \
-  "-X github.com/prometheus/common/version.Version=${PROMETHEUS_VERSION#v0.}"
-build kube-score github.com/zegl/kube-score/cmd/kube-score \
+# promtool: Prometheus's go.mod has exclude directives, so `go install` refuses it; it is
+# built from a wrapper module (hack/scanners/promtool) instead. kube-score installs as is.
+build promtool wrapper github.com/prometheus/prometheus/cmd/promtool \
+  "-X github.com/prometheus/common/version.Version=${PROMETHEUS_RELEASE}"
+build kube-score install "github.com/zegl/kube-score/cmd/kube-score@${KUBE_SCORE_VERSION}" \
   "-X main.version=${KUBE_SCORE_VERSION}"
 
 for b in "${binaries[@]}"; do

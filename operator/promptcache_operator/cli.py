@@ -84,6 +84,7 @@ def configure(parser: argparse.ArgumentParser, command: str = "operator") -> Non
     parser.add_argument(
         "--metrics-port", type=int, default=None, help="serve the operator's /metrics here"
     )
+    parser.add_argument("--metrics-addr", default="0.0.0.0", help="metrics listen address")
     peer = parser.add_mutually_exclusive_group()
     peer.add_argument("--standalone", action="store_true", help="no peering (one replica)")
     peer.add_argument("--peering", metavar="NAME", help="ClusterKopfPeering to join")
@@ -132,6 +133,7 @@ def options_from_args(args: argparse.Namespace) -> OperatorOptions:
         liveness_endpoint=liveness,
         admission_budget=args.admission_budget,
         metrics_port=args.metrics_port,
+        metrics_addr=args.metrics_addr,
         deployment_annotations=not args.no_deployment_annotations,
     )
 

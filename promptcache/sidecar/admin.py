@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from promptcache.sidecar.state import STATE, SidecarState
+from promptcache.sidecar.templates_view import templates_report
 
 
 def _metrics_handler(registry: CollectorRegistry) -> Handler:
@@ -54,6 +55,11 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if state.ready else 503)
 
 
+async def templates(request: web.Request) -> web.Response:
+    """Learned prompt templates and the never-worse guard's tracks, by shape only."""
+    return web.json_response(templates_report(request.app[STATE].planner))
+
+
 def create_admin_app(state: SidecarState) -> web.Application:
     """The admin application sharing ``state`` with the proxy application."""
     app = web.Application()
@@ -61,4 +67,5 @@ def create_admin_app(state: SidecarState) -> web.Application:
     app.router.add_get("/metrics", _metrics_handler(state.metrics.registry))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/templates", templates)
     return app

@@ -88,6 +88,7 @@ def _lifecycle(
         context_session = _attach_context(state, tracer_provider)
         state.policy.check()
         watcher = asyncio.create_task(state.policy.run(), name="promptcache-policy-watch")
+        lag = asyncio.create_task(state.metrics.loop_lag.run(), name="promptcache-loop-lag")
         state.upstreams = {
             family: Upstream(name=family, base_url=base, session=session, settings=settings)
             for (family, base), session in zip(bases.items(), sessions, strict=True)
@@ -102,9 +103,10 @@ def _lifecycle(
         finally:
             state.upstreams = {}
             state.backlog.close()  # in-flight calls are over: count them all
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, lag):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             for session in sessions:
                 await session.close()
             state.context = None

@@ -9,13 +9,18 @@ SDKs wait up to 600 s for a response) so the sidecar never gives up before the a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from yarl import URL
 
-from promptcache.contract import DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, ENV_PREFIX
+from promptcache.contract import (
+    DEFAULT_ADMIN_LISTEN,
+    DEFAULT_LISTEN,
+    DEFAULT_MODE,
+    ENV_PREFIX,
+    Mode,
+)
 
 MIB = 1024 * 1024
 
@@ -53,7 +58,9 @@ class SidecarSettings(BaseSettings):
     """Seconds an idle pooled upstream connection is kept."""
 
     retry_max_attempts: int = Field(default=3, ge=1, le=10)
-    """Attempts per request, the first included, before the upstream's answer is relayed."""
+    """Attempts per request, the first included, before the upstream's answer is relayed.
+    A client that retries by itself (the official SDKs) gets statuses at once instead:
+    its attempts are not multiplied."""
     retry_budget: float = Field(default=30.0, ge=0)
     """Total seconds a request may spend waiting between attempts."""
     retry_after_max: float = Field(default=20.0, ge=0)
@@ -61,7 +68,7 @@ class SidecarSettings(BaseSettings):
     retry_backoff: float = Field(default=0.5, ge=0)
     """First backoff without ``retry-after``, seconds; doubles each attempt, full jitter."""
 
-    mode: Literal["apply", "observe"] = "apply"
+    mode: Mode = DEFAULT_MODE
     """``observe``: learn templates and report what would change, but send every request
     as the app sent it (byte-identical). A policy that sets its own ``mode`` wins."""
     learning: bool = True

@@ -22,6 +22,8 @@ from promptcache.policy.schema import StaticBlock
 from promptcache.sidecar.planner import ContextBlock, Plan, Planner, PlanRequest
 from promptcache.sidecar.planner.types import describe_breakpoints
 from promptcache.sidecar.planner.volatile import Detector
+from promptcache.sidecar.suggest import SuggestError, read_requests, suggest, write
+from promptcache.sidecar.templates_view import templates_report
 from promptcache.tokens import estimate_json, estimate_text
 from promptcache.wire import ROUTES, Route
 
@@ -43,9 +45,23 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
         )
         check.add_argument("file", metavar="FILE", help="policy file (YAML)")
         check.add_argument("--model", help="model whose minimum cacheable prefix applies")
+        sug = sub.add_parser(
+            "suggest",
+            help="learn the templates of captured requests and write them as a PromptPolicy",
+        )
+        sug.add_argument("file", metavar="REQUESTS.jsonl", help="request bodies, one per line")
+        sug.add_argument("--name", default="learned", help="policy name (default learned)")
+        sug.add_argument("--out", default=".", metavar="DIR", help="output folder (default .)")
+        sug.add_argument("--route", choices=["messages", "chat", "responses"])
         return
     parser.add_argument("--policy", metavar="FILE", help="policy file (omit: no-policy default)")
-    parser.add_argument("request", metavar="REQUEST.json", help="a request body as JSON")
+    parser.add_argument("request", metavar="REQUEST.json", nargs="?", help="a request body as JSON")
+    parser.add_argument(
+        "--templates",
+        metavar="REQUESTS.jsonl",
+        help="learn from captured request bodies (one per line) and print the templates "
+        "by shape only (span kinds and lengths, ids, requests learned from; never text)",
+    )
     parser.add_argument(
         "--route",
         choices=["messages", "chat", "responses"],
@@ -64,14 +80,56 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the chosen command; 0 on success, 2 on a bad file."""
     try:
-        if args.command == "policy":
+        if args.command == "policy" and args.policy_action == "suggest":
+            _suggest(args)
+        elif args.command == "policy":
             _check(args.file, args.model)
-        else:
+        elif args.templates:
+            _templates(args)
+        elif args.request:
             _explain(args)
+        else:
+            raise CliError("explain needs REQUEST.json or --templates REQUESTS.jsonl")
     except CliError as exc:
         sys.stderr.write(f"promptcache: error: {exc}\n")
         return 2
     return 0
+
+
+def _suggest(args: argparse.Namespace) -> None:
+    try:
+        requests = list(read_requests(Path(args.file), args.route))
+        spec, texts = suggest(requests, args.name)
+    except SuggestError as exc:
+        raise CliError(str(exc)) from None
+    if not spec["staticBlocks"]:
+        raise CliError(f"{args.file}: no template was learned (each needs two requests)")
+    for path in write(spec, texts, args.name, Path(args.out)):
+        _write(f"wrote {path}")
+
+
+def _templates(args: argparse.Namespace) -> None:
+    try:
+        requests = list(read_requests(Path(args.templates), args.route))
+    except SuggestError as exc:
+        raise CliError(str(exc)) from None
+    planner = Planner()
+    for i, (route, body) in enumerate(requests):
+        try:
+            planner.plan(PlanRequest(route=route, body=body, now=float(i)))
+        except Exception as exc:
+            raise CliError(f"{args.templates}:{i + 1}: cannot plan: {type(exc).__name__}") from None
+    report = templates_report(planner)
+    if args.json:
+        _write(json.dumps(report, indent=2))
+        return
+    _write(f"learned from {len(requests)} requests ({report['units']} anchors held)")
+    for t in report["templates"]:
+        spans = ", ".join(f"{s['kind']} {s['chars']:,}" for s in t["spans"])
+        _write(
+            f"  {t['id']} {t['state']:<9} {t['route']:<9} {t['model'] or '-'}: "
+            f"{t['requests']} requests, version {t['version']}; spans (chars): {spans}"
+        )
 
 
 def _write(line: str = "") -> None:

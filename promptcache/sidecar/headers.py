@@ -4,12 +4,22 @@ RFC 9110 section 7.6.1: ``Connection`` and the headers it names, ``Keep-Alive``,
 ``Proxy-*``, ``TE``, ``Trailer``, ``Transfer-Encoding`` and ``Upgrade`` belong to one
 connection and must not be forwarded. ``Host`` and ``Content-Length`` are set again for
 the new hop (the body may have been rewritten). Authentication (``x-api-key``,
-``authorization``) and ``accept-encoding`` pass as the app sent them.
+``authorization``) passes as the app sent it; on the measured routes
+``accept-encoding`` is cut to what the sidecar can read (``readable_encodings``).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
+
 from multidict import CIMultiDict, CIMultiDictProxy
+
+RETRYING_CLIENT = "x-stainless-retry-count"
+"""Sent by the official SDKs (every Stainless-generated one) on each attempt: the client
+retries 408/409/429/5xx itself and obeys ``x-should-retry``."""
+_READABLE = frozenset({"gzip", "x-gzip", "deflate", "identity"})
+"""Content codings whose answers the sidecar can read usage from (``relay._decoded``)."""
 
 HOP_BY_HOP = frozenset(
     {
@@ -63,3 +73,31 @@ def client_response_headers(
             continue
         out.add(key, value)
     return out
+
+
+def client_retries(incoming: Mapping[str, str]) -> bool:
+    """The app's client retries failed attempts itself (so the sidecar must not)."""
+    return RETRYING_CLIENT in incoming
+
+
+def readable_encodings(headers: CIMultiDict[str], *, stream: bool) -> None:
+    """Offer upstream only content codings the sidecar can read usage from.
+
+    An answer in a coding the sidecar cannot decode (``zstd``, ``br``) would be relayed
+    fine but counted as 0 tokens. A stream is read event by event, so it goes
+    uncompressed; a whole answer may still come gzip- or deflate-compressed.
+    """
+    value = headers.get("accept-encoding")
+    if value is None:
+        return
+    headers["accept-encoding"] = "identity" if stream else _readable(value)
+
+
+@functools.lru_cache(maxsize=64)  # clients send one or two distinct values, every call
+def _readable(value: str) -> str:
+    kept = [
+        part.strip()
+        for part in value.split(",")
+        if part.split(";", 1)[0].strip().lower() in _READABLE
+    ]
+    return ", ".join(kept) or "identity"

@@ -24,6 +24,7 @@ from promptcache.models import ModelInfo
 from promptcache.policy.schema import PricingOverride
 from promptcache.pricing import cost, model_info
 from promptcache.sidecar.ledger import CallLedger
+from promptcache.sidecar.looplag import LoopLag
 from promptcache.usage import Usage
 from promptcache.wire import Provider
 
@@ -116,6 +117,8 @@ class Metrics:
             "Policy file versions rejected (the last good policy stays in force).",
             registry=registry,
         )
+        self.loop_lag = LoopLag(registry)
+        """``promptcache_event_loop_lag_seconds``; its timer runs with the proxy app."""
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def inc(self, counter: Counter, labels: tuple[str, ...], amount: float = 1.0) -> None:

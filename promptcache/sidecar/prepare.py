@@ -35,6 +35,8 @@ class Prepared:
     """The sidecar added ``stream_options.include_usage``; its chunk must be removed."""
     original: bytes
     """The app's bytes, for a fail-open resend."""
+    planned: bool = False
+    """The planner's edits are in ``body`` (besides any added field)."""
 
     @property
     def changed(self) -> bool:
@@ -91,8 +93,13 @@ def prepare(
     context: Sequence[ContextBlock],
     now: float,
     metrics: Metrics,
+    add_usage: bool = True,
 ) -> Prepared:
-    """Plan the request and produce the bytes to send (the original bytes on any failure)."""
+    """Plan the request and produce the bytes to send (the original bytes on any failure).
+
+    ``add_usage``: a streamed chat call may get ``stream_options.include_usage`` (false
+    once its upstream refused that field).
+    """
     if parsed is None:
         return Prepared(raw, None, False, False, raw)
     stream = parsed.get("stream") is True
@@ -122,14 +129,14 @@ def prepare(
                 return Prepared(raw, None, stream, False, raw)
             body = plan.body
     rewrite = body is not parsed
-    inject = _wants_usage_injected(route, body)
+    inject = add_usage and _wants_usage_injected(route, body)
     if not rewrite and not inject:
         return Prepared(raw, plan, stream, False, raw)
     if inject:
         options = body.get("stream_options")
         body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
     try:
-        return Prepared(jsoncodec.dumps(body), plan, stream, inject, raw)
+        return Prepared(jsoncodec.dumps(body), plan, stream, inject, raw, rewrite)
     except (TypeError, ValueError) as exc:
         metrics.transform_errors.labels(provider, "serialize").inc()
         log.warning(

@@ -35,7 +35,11 @@ from promptcache.sidecar.errors import (
     SidecarError,
     error_response,
 )
-from promptcache.sidecar.headers import upstream_request_headers
+from promptcache.sidecar.headers import (
+    client_retries,
+    readable_encodings,
+    upstream_request_headers,
+)
 from promptcache.sidecar.metrics import NO_POLICY
 from promptcache.sidecar.planner import ContextBlock
 from promptcache.sidecar.prepare import Prepared, parse_body, prepare, request_model
@@ -50,7 +54,7 @@ from promptcache.sidecar.relay import (
 from promptcache.sidecar.sending import Sent, send
 from promptcache.sidecar.sse import AnthropicTap, OpenAIChatTap, ResponsesTap, UsageTap
 from promptcache.sidecar.state import STATE, SidecarState
-from promptcache.sidecar.upstream import Body, Upstream
+from promptcache.sidecar.upstream import Answer, Body, Upstream
 from promptcache.wire import ROUTES, Family, Route, family_of_path, family_of_route, provider_of
 
 log = logging.getLogger(__name__)
@@ -196,10 +200,12 @@ async def _llm_call(
         context=context,
         now=time.monotonic(),
         metrics=state.metrics,
+        add_usage=not state.refused.refused(upstream.label, "include_usage"),
     )
     call.plan = prepared.plan
 
     headers = upstream_request_headers(request.headers)
+    readable_encodings(headers, stream=prepared.stream)
     state.tracer.inject(call.span, headers)
     metrics = state.metrics
 
@@ -217,8 +223,12 @@ async def _llm_call(
             provider=provider,
             metrics=metrics,
             backlog=state.backlog,
+            refused=state.refused,
+            client_retries=client_retries(request.headers),
             on_retry=on_retry,
         )
+        if sent.prepared is not prepared:  # the app's bytes went: the plan was not applied
+            call.plan = None
         out, seen = await relay(request, sent, route=route, family=family, label=upstream.label)
     except SidecarError as exc:
         recording.failed("timeout" if exc.status == 504 else "unreachable", exc.status)
@@ -232,12 +242,29 @@ async def relay(
     request: web.Request, sent: Sent, *, route: Route, family: Family, label: str
 ) -> tuple[web.StreamResponse, Relayed]:
     """The relay stage: the answer to the app in the shape it came, usage tapped."""
-    response = sent.response
-    if is_event_stream(response):
-        tap = _tap(route, sent.prepared)
+    answer = sent.answer
+    tap = _tap(route, sent.prepared) if is_event_stream(answer.response) else None
+    return await _relay(request, answer, tap=tap, family=family, label=label)
+
+
+async def _relay(
+    request: web.Request,
+    answer: Answer,
+    *,
+    tap: UsageTap | None,
+    family: Family | None,
+    label: str,
+) -> tuple[web.StreamResponse, Relayed]:
+    response = answer.response
+    if family is not None and is_event_stream(response):
         return await relay_stream(request, response, family=family, tap=tap, label=label)
-    if sent.read is not None or _small(response):
-        return await relay_whole(response, sent.read, family=family, label=label)
+    if answer.read is not None or (_small(response) and request.method != "HEAD"):
+        out, seen = await relay_whole(response, answer.read, family=family, label=label)
+        if answer.retries_spent:
+            # The sidecar made the attempts it would; a client that retries must not
+            # multiply them (the official SDKs obey this header).
+            out.headers["x-should-retry"] = "false"
+        return out, seen
     return await relay_raw(request, response)
 
 
@@ -266,15 +293,15 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     headers = upstream_request_headers(request.headers)
     metrics = state.metrics
     try:
-        response, read = await upstream.send(
+        answer = await upstream.send(
             request.method,
             request.rel_url.raw_path_qs,
             headers,
             body,
             on_retry=lambda reason: metrics.retries.labels(family, reason).inc(),
+            client_retries=client_retries(request.headers),
         )
-        if read is not None or (_small(response) and request.method != "HEAD"):
-            return (await relay_whole(response, read, family=None, label=upstream.label))[0]
-        return (await relay_raw(request, response))[0]
+        out, _ = await _relay(request, answer, tap=None, family=None, label=upstream.label)
+        return out
     except SidecarError as exc:
         return error_response(family, exc.status, exc.message)

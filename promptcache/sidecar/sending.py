@@ -1,10 +1,14 @@
 """The send stage: the planned bytes upstream, and the app's own bytes if they are refused.
 
 The sidecar must never fail a call that succeeds without it. When the upstream refuses
-a body the sidecar changed, the refusal may be the change's fault (a field an
-OpenAI-compatible server does not know, a marker too many), so the app's own bytes go
-instead. ``Sent`` says which bytes the answer is for, so that the relay strips only what
-the sidecar added to those bytes.
+(400/422) a body the sidecar changed in any way, planned or with a field added, the app's
+own bytes go instead, unless the refusal is clearly about something the app sent
+unchanged (``refusal.app_is_at_fault``): a genuine app error is relayed once, not
+doubled. A refused addition is remembered per upstream (``refusal.RefusedAdditions``),
+so the next calls go without it and pay no second request.
+
+``Sent`` says which bytes the answer is for, so that the relay strips only what the
+sidecar added to those bytes.
 """
 
 from __future__ import annotations
@@ -13,13 +17,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
 from multidict import CIMultiDict
 
 from promptcache.sidecar.backlog import Backlog
 from promptcache.sidecar.metrics import Metrics
 from promptcache.sidecar.prepare import Prepared
-from promptcache.sidecar.upstream import Upstream
+from promptcache.sidecar.refusal import (
+    REFUSALS,
+    RefusedAdditions,
+    app_is_at_fault,
+    names_include_usage,
+)
+from promptcache.sidecar.upstream import Answer, Upstream
 from promptcache.wire import Provider
 
 log = logging.getLogger(__name__)
@@ -29,9 +38,7 @@ log = logging.getLogger(__name__)
 class Sent:
     """The send stage's result: the upstream's answer (headers in) and what it answers."""
 
-    response: aiohttp.ClientResponse
-    read: bytes | None
-    """The answer's body when the send stage had to read it already (else ``None``)."""
+    answer: Answer
     prepared: Prepared
     """The bytes the answer is for: the planned ones, or the app's after a refusal."""
 
@@ -45,21 +52,34 @@ async def send(
     provider: Provider,
     metrics: Metrics,
     backlog: Backlog,
+    refused: RefusedAdditions,
+    client_retries: bool,
     on_retry: Callable[[str], None],
 ) -> Sent:
     """Send ``prepared``; resend the app's bytes when the upstream refuses our change."""
     backlog.run_soon()  # earlier calls' counting, while the upstream works
-    response, read = await upstream.send("POST", path, headers, prepared.body, on_retry=on_retry)
-    if response.status == 400 and prepared.changed:
-        if read is None:
-            read = await upstream.read_small(response)
-        if b"stream_options" in read or (prepared.plan is not None and prepared.plan.changed):
-            metrics.transform_errors.labels(provider, "upstream_rejected").inc()
-            log.warning(
-                "upstream %s refused the planned request; resending it unchanged", upstream.label
-            )
-            prepared = prepared.unchanged()
-            response, read = await upstream.send(
-                "POST", path, headers, prepared.body, on_retry=on_retry
-            )
-    return Sent(response, read, prepared)
+    answer = await upstream.send(
+        "POST", path, headers, prepared.body, on_retry=on_retry, client_retries=client_retries
+    )
+    if answer.response.status not in REFUSALS or not prepared.changed:
+        return Sent(answer, prepared)
+    error = answer.read
+    if error is None:
+        error = await upstream.read_small(answer.response)
+        answer = Answer(answer.response, error, answer.retries_spent)
+    if app_is_at_fault(error, prepared.original, prepared.body):
+        return Sent(answer, prepared)  # the app's own bytes would be refused alike
+    log.warning(
+        "upstream %s refused the changed request (%d); resending the app's own bytes",
+        upstream.label,
+        answer.response.status,
+    )
+    unchanged = prepared.unchanged()
+    again = await upstream.send(
+        "POST", path, headers, unchanged.body, on_retry=on_retry, client_retries=client_retries
+    )
+    if again.response.status not in REFUSALS:  # so it was our change that was refused
+        metrics.transform_errors.labels(provider, "upstream_rejected").inc()
+        if prepared.inject_usage and (names_include_usage(error) or not prepared.planned):
+            refused.remember(upstream.label, "include_usage")
+    return Sent(again, unchanged)

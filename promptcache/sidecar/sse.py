@@ -125,8 +125,27 @@ class AnthropicTap:
         self.usage = from_anthropic(self._merged)
 
 
+_NULL_USAGE = (b',"usage":null', b'"usage":null,', b', "usage": null', b'"usage": null, ')
+
+
+def _without_null_usage(block: bytes) -> bytes:
+    """``block`` without the top-level ``"usage":null`` that ``include_usage`` adds.
+
+    Inside a JSON string a quote is escaped (``\\"``), so these bytes can only be a key.
+    """
+    for pattern in _NULL_USAGE:
+        if pattern in block:
+            block = block.replace(pattern, b"")
+    return block
+
+
 class OpenAIChatTap:
-    """The ``include_usage`` chunk (``choices: []``); dropped if the sidecar asked for it."""
+    """The ``include_usage`` chunk (``choices: []``); dropped if the sidecar asked for it.
+
+    With ``include_usage`` every other chunk carries ``"usage":null`` too; when the
+    sidecar asked for it (``strip``) that key is cut from each chunk, so the app reads
+    the bytes it would have read without the sidecar.
+    """
 
     __slots__ = ("error", "model", "strip", "usage")
 
@@ -139,6 +158,8 @@ class OpenAIChatTap:
     def process(self, block: bytes) -> bytes:
         if self.model is None and b'"model"' in block:
             self._model(block)
+        if self.strip and b'"usage":' in block:
+            block = _without_null_usage(block)
         if b'"usage":{' not in block and b'"usage": {' not in block and b'"error"' not in block:
             return block
         kept: list[bytes] = []

@@ -17,6 +17,7 @@ from promptcache.sidecar.context import ContextFetcher, ContextMetrics
 from promptcache.sidecar.metrics import Metrics
 from promptcache.sidecar.planner import Planner
 from promptcache.sidecar.policy_watch import PolicyWatch
+from promptcache.sidecar.refusal import RefusedAdditions
 from promptcache.sidecar.tracing import CallTracer
 from promptcache.sidecar.upstream import Upstream
 from promptcache.wire import Family
@@ -36,6 +37,8 @@ class SidecarState:
     context: ContextFetcher | None = None
     """The context-prefetch hook; set while the app runs (its session is the app's)."""
     upstreams: dict[Family, Upstream] = field(default_factory=dict)
+    refused: RefusedAdditions = field(default_factory=RefusedAdditions)
+    """What each upstream refused of the fields the sidecar adds (no second request later)."""
 
     @property
     def ready(self) -> bool:

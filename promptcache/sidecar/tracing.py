@@ -4,6 +4,12 @@ The span is a child of the app's own trace when the app sent ``traceparent``, an
 context goes upstream in ``traceparent``, so the provider call shows up inside the app's
 trace. Attributes are counts, model names and statuses only: no prompt, no response
 text, no header values. With tracing off every method is a cheap no-op.
+
+Cache writes go out under the current GenAI name ``gen_ai.usage.cache_write.input_tokens``
+(renamed from ``gen_ai.usage.cache_creation.input_tokens`` in August 2026,
+open-telemetry/semantic-conventions-genai#440) and, while backends and dashboards move
+over, under the old name too (``LEGACY_CACHE_WRITE``); the conventions are still in
+Development status. ``gen_ai.usage.input_tokens`` counts cached tokens too.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from promptcache.telemetry import get_tracer
 from promptcache.usage import Usage
 
 TRACER_NAME = "promptcache.sidecar"
+CACHE_WRITE = "gen_ai.usage.cache_write.input_tokens"
+LEGACY_CACHE_WRITE = "gen_ai.usage.cache_creation.input_tokens"
+"""The pre-rename attribute, emitted beside ``CACHE_WRITE`` during the transition."""
 
 
 class CallTracer:
@@ -84,7 +93,8 @@ class CallTracer:
             span.set_attribute("gen_ai.usage.input_tokens", usage.total_input)
             span.set_attribute("gen_ai.usage.output_tokens", usage.output)
             span.set_attribute("gen_ai.usage.cache_read.input_tokens", usage.cache_read)
-            span.set_attribute("gen_ai.usage.cache_creation.input_tokens", usage.cache_write)
+            span.set_attribute(CACHE_WRITE, usage.cache_write)
+            span.set_attribute(LEGACY_CACHE_WRITE, usage.cache_write)
         span.set_attribute("promptcache.policy", policy)
         span.set_attribute("promptcache.outcome", outcome)
         if retries:

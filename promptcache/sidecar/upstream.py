@@ -6,7 +6,14 @@ that failed or broke before any answer, and 429 / 503 / 529 (rate limited, unava
 overloaded). ``retry-after`` is honoured up to a cap (a longer ask is the app's to
 decide, so that answer is relayed), backoff is jittered, and all waiting fits a total
 budget. An Anthropic 429 ``enforced_spend_limit_reached`` is never retried: waiting
-cannot fix a spend limit. When the attempts run out the last answer is relayed as is.
+cannot fix a spend limit. When the attempts run out the last answer is relayed, and
+``Answer.retries_spent`` says so (the proxy then tells the client not to retry it).
+
+Retries must not multiply: an app whose client retries by itself (the official SDKs)
+would otherwise see each of its attempts become several. The caller says whether the
+client retries (``client_retries``); then statuses are relayed at once and only a
+connection that failed before any answer (a stale pooled connection, say: the app alone
+would not have met it) is tried again.
 
 aiohttp's exceptions are translated here, at one boundary, into ``UpstreamUnreachableError``
 (502) and ``UpstreamTimeoutError`` (504).
@@ -42,6 +49,16 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 503, 529})
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 Body = bytes | AsyncIterable[bytes] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The upstream's response (headers in) and, if the retry logic read it, its body."""
+
+    response: aiohttp.ClientResponse
+    read: bytes | None = None
+    retries_spent: bool = False
+    """The last of the attempts the sidecar would make was answered with a retryable status."""
 
 
 @dataclass
@@ -148,13 +165,15 @@ class Upstream:
         body: Body,
         *,
         on_retry: Callable[[str], None],
-    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
-        """The upstream's response (headers in) and, if an exhausted retry read it, its body.
+        client_retries: bool = False,
+    ) -> Answer:
+        """The upstream's answer; ``client_retries``: the client retries statuses itself.
 
         Raises ``UpstreamUnreachableError`` or ``UpstreamTimeoutError``.
         """
         url = self.url(path_qs)
         resendable = isinstance(body, bytes | None) and self.settings.retry_max_attempts > 1
+        statuses = not client_retries
         # The first attempt runs without tenacity: almost every call succeeds at once,
         # and building a retry controller per call costs more than the rest of this path.
         first: Exception
@@ -165,13 +184,13 @@ class Upstream:
                 raise self._unreachable(exc.error) from exc.error
             first = exc
         else:
-            if response.status not in RETRY_STATUSES or not resendable:
-                return response, None
+            if response.status not in RETRY_STATUSES or not resendable or not statuses:
+                return Answer(response)
             answer = await self._answer(response)
             if not self._should_retry(answer):
-                return response, answer.body
+                return Answer(response, answer.body)
             first = answer
-        return await self._retry(first, method, url, headers, body, on_retry)
+        return await self._retry(first, method, url, headers, body, on_retry, statuses=statuses)
 
     async def _retry(
         self,
@@ -181,7 +200,9 @@ class Upstream:
         headers: CIMultiDict[str],
         body: Body,
         on_retry: Callable[[str], None],
-    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
+        *,
+        statuses: bool,
+    ) -> Answer:
         """Attempts two and on, after ``first`` failed (replayed as tenacity's attempt one)."""
         replay: list[Exception] = [first]
         retrying = AsyncRetrying(
@@ -198,11 +219,11 @@ class Upstream:
                     if replay:
                         raise replay.pop()
                     response = await self._once(method, url, headers, body)
-                    if response.status in RETRY_STATUSES:
+                    if statuses and response.status in RETRY_STATUSES:
                         raise await self._answer(response)
-                    return response, None
+                    return Answer(response)
         except RetryableStatusError as last:
-            return last.response, last.body
+            return Answer(last.response, last.body, retries_spent=self._should_retry(last))
         except _ConnectionFailedError as exc:
             raise self._unreachable(exc.error) from exc.error
         raise AssertionError("unreachable: tenacity either returns or re-raises")

@@ -215,7 +215,7 @@ class OperatorProcess:
         self.cp = cp
         self.work_dir = work_dir
         self.pki = pki
-        self.port, self.liveness_port = free_ports(2)
+        self.port, self.liveness_port, self.metrics_port = free_ports(3)
         self.config_path = work_dir / "injector-config.yaml"
         self.config_path.write_text(yaml.safe_dump(injector_config))
         self.log_path = work_dir / "operator.log"
@@ -237,6 +237,8 @@ class OperatorProcess:
             "--webhook-port", str(self.port),
             "--webhook-cert-dir", str(self.pki.directory),
             "--liveness-port", str(self.liveness_port),
+            "--metrics-port", str(self.metrics_port),
+            "--metrics-addr", "127.0.0.1",
             *self.extra_args,
         ]  # fmt: skip
         log = self.log_path.open("ab")
@@ -287,6 +289,20 @@ class OperatorProcess:
         with urllib.request.urlopen(req, context=ctx, timeout=10) as rsp:
             data: Obj = json.loads(rsp.read())
         return data
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of the operator's ``/metrics`` (0 when absent)."""
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as rsp:
+            text = rsp.read().decode()
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        key = f"{name}{{{want}}}" if want else name
+        for line in text.splitlines():
+            sample, _, value = line.rpartition(" ")
+            if sample == key:
+                return float(value)
+        return 0.0
 
     def healthy(self) -> bool:
         try:
@@ -344,6 +360,7 @@ def injection(
     *,
     extra_excluded: Sequence[str] = (),
     set_values: Sequence[str] = (),
+    operator_args: Sequence[str] = (),
 ) -> Iterator[InjectionSetup]:
     """Apply the CRD, start the operator with the chart's config and RBAC, register its
     webhook; afterwards stop the operator and delete the webhook and the namespaces."""
@@ -354,7 +371,14 @@ def injection(
     config["excludeNamespaces"] = [*config.get("excludeNamespaces", []), *extra_excluded]
     pki = make_webhook_pki(work_dir / "webhook-certs")
     kubeconfig = chart_service_account_kubeconfig(cp, docs, work_dir / "operator.kubeconfig")
-    operator = OperatorProcess(cp, work_dir, injector_config=config, pki=pki, kubeconfig=kubeconfig)
+    operator = OperatorProcess(
+        cp,
+        work_dir,
+        injector_config=config,
+        pki=pki,
+        kubeconfig=kubeconfig,
+        extra_args=operator_args,
+    )
     operator.start()
     label = ("promptcache-test-webhook", uuid.uuid4().hex[:10])
     name = f"promptcache-test-{label[1]}"

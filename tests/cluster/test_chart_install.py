@@ -14,6 +14,7 @@ so that it never sits in the admission path of other tests sharing the control p
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import uuid
 from collections.abc import Iterator
@@ -111,9 +112,16 @@ def test_install_creates_every_object(release: Release) -> None:
     assert rs, "the Deployment got no ReplicaSet"
 
 
+def _pems(b64: str) -> list[str]:
+    text = base64.b64decode(b64).decode()
+    return [
+        p + "-----END CERTIFICATE-----\n" for p in text.split("-----END CERTIFICATE-----\n") if p
+    ]
+
+
 def test_webhook_trusts_the_generated_ca(release: Release) -> None:
     secret = release.secret()
-    assert release.ca_bundle() == secret["ca.crt"]
+    assert _pems(release.ca_bundle()) == _pems(secret["ca.crt"])
     ca = x509.load_pem_x509_certificate(base64.b64decode(secret["ca.crt"]))
     cert = x509.load_pem_x509_certificate(base64.b64decode(secret["tls.crt"]))
     cert.verify_directly_issued_by(ca)
@@ -130,7 +138,7 @@ def test_upgrade_keeps_the_certificates(release: Release) -> None:
     assert args[args.index("--log-level") + 1] == "debug"  # the upgrade did apply
     after = release.secret()
     assert after == before
-    assert release.ca_bundle() == before["ca.crt"]
+    assert _pems(before["ca.crt"])[0] in _pems(release.ca_bundle())
 
 
 def test_upgrade_regenerates_a_deleted_secret(release: Release) -> None:
@@ -142,6 +150,41 @@ def test_upgrade_regenerates_a_deleted_secret(release: Release) -> None:
     new = release.secret()
     assert new["ca.crt"] != old_ca
     assert release.ca_bundle() == new["ca.crt"]
+
+
+def _annotate_secret(release: Release, **annotations: str) -> None:
+    name = f"{release.fullname}-webhook-tls"
+    pairs = [f"promptcache.io/{k.replace('_', '-')}={v}" for k, v in annotations.items()]
+    release.cp.kubectl("annotate", "secret", "-n", release.namespace, name, "--overwrite", *pairs)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    ["expires soon", "names changed"],
+)
+def test_upgrade_rotates_a_certificate_near_expiry_or_with_stale_names(
+    release: Release, reason: str
+) -> None:
+    old = release.secret()
+    if reason == "expires soon":  # inside renewBeforeDays (30)
+        soon = int(datetime.datetime.now(datetime.UTC).timestamp()) + 86400
+        _annotate_secret(release, not_after=str(soon))
+    else:  # a Secret made for another Service name
+        _annotate_secret(release, sans="old-name.elsewhere.svc")
+    release.upgrade()
+    new = release.secret()
+    assert new["tls.crt"] != old["tls.crt"]
+    assert new["ca.crt"] != old["ca.crt"]
+    # The API server trusts the new CA and, until the operator pods reload, the old one.
+    bundle = _pems(release.ca_bundle())
+    assert bundle == [*_pems(new["ca.crt"]), *_pems(old["ca.crt"])]
+    assert new["previous-ca.crt"] == old["ca.crt"]
+    cert = x509.load_pem_x509_certificate(base64.b64decode(new["tls.crt"]))
+    lifetime = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    assert lifetime > datetime.timedelta(days=3600)
+    # and the next upgrade keeps the fresh material
+    release.upgrade()
+    assert release.secret() == new
 
 
 def test_pods_are_created_while_the_webhook_is_unreachable(release: Release) -> None:

@@ -66,8 +66,10 @@ def test_renders_each_component(docs: list[Manifest], value_set: str) -> None:
     ]
     if value_set == "defaults":
         assert kinds == sorted([*common, "Secret"])
-    else:  # cert-manager replaces the Secret; monitoring adds three objects
-        extra = ["Certificate", "ConfigMap", "Issuer", "PodMonitor", "PrometheusRule"]
+    else:  # cert-manager replaces the Secret (a CA chain: 2 Issuers, 2 Certificates);
+        # monitoring adds three objects, and the NetworkPolicy one
+        extra = ["Certificate", "Certificate", "ConfigMap", "Issuer", "Issuer"]
+        extra += ["NetworkPolicy", "PodMonitor", "PrometheusRule"]
         assert kinds == sorted(common + extra)
     for doc in docs:
         meta = doc["metadata"]
@@ -131,7 +133,10 @@ def test_operator_pod_is_locked_down(docs: list[Manifest], value_set: str) -> No
     certs = volumes[mounts["/etc/promptcache/webhook-certs"]]["secret"]["secretName"]
     assert certs.endswith("-webhook-tls")
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"webhook": 9443, "health": 8080}
+    assert ports == {"webhook": 9443, "health": 8080, "metrics": 8081}
+    assert args[args.index("--admission-budget") + 1] == str(
+        only(docs, "MutatingWebhookConfiguration")["webhooks"][0]["timeoutSeconds"] - 1
+    )
     # the webhook never injects into the operator itself
     assert pod["metadata"]["labels"]["promptcache.io/control-plane"] == "operator"
 
@@ -157,6 +162,9 @@ def test_webhook_configuration(docs: list[Manifest], value_set: str) -> None:
     assert {"key": "promptcache.io/control-plane", "operator": "DoesNotExist"} in hook[
         "objectSelector"
     ]["matchExpressions"]
+    assert "cert-manager" in excluded["values"]  # issuing our certificate never waits on us
+    opt_out = {"key": "promptcache.io/inject", "operator": "NotIn", "values": ["disabled"]}
+    assert opt_out in hook["namespaceSelector"]["matchExpressions"]
     svc_ref = hook["clientConfig"]["service"]
     assert (svc_ref["path"], svc_ref["port"], svc_ref["namespace"]) == ("/inject", 443, NAMESPACE)
     service = only(docs, "Service")
@@ -190,7 +198,7 @@ def test_generated_certificate_chains_to_ca_bundle(kubebin_dir: Path) -> None:
 def test_cert_manager_mode(kubebin_dir: Path) -> None:
     docs = render(kubebin_dir, "-f", str(ALL_ON))
     assert not [d for d in docs if d["kind"] == "Secret"]
-    certificate = only(docs, "Certificate")
+    certificate = only(docs, "Certificate", "-webhook")
     mwc = only(docs, "MutatingWebhookConfiguration")
     assert mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
         f"{NAMESPACE}/{certificate['metadata']['name']}"
@@ -199,7 +207,17 @@ def test_cert_manager_mode(kubebin_dir: Path) -> None:
     volumes = only(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
     secret_names = {v["secret"]["secretName"] for v in volumes if "secret" in v}
     assert secret_names == {certificate["spec"]["secretName"]}
-    assert certificate["spec"]["issuerRef"]["name"] == only(docs, "Issuer")["metadata"]["name"]
+    # the chart's own CA: self-signed Issuer -> CA Certificate -> CA Issuer -> serving cert
+    issuers = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "Issuer"}
+    ca_issuer = issuers[certificate["spec"]["issuerRef"]["name"]]
+    (ca_cert,) = [
+        d
+        for d in docs
+        if d["kind"] == "Certificate" and d["spec"]["secretName"] == ca_issuer["ca"]["secretName"]
+    ]
+    assert ca_cert["spec"]["isCA"] is True
+    assert ca_cert["spec"]["privateKey"]["rotationPolicy"] == "Never"
+    assert issuers[ca_cert["spec"]["issuerRef"]["name"]] == {"selfSigned": {}}
     # a given issuer replaces the chart's self-signed one
     docs = render(
         kubebin_dir,
@@ -229,6 +247,7 @@ def test_injector_config_is_accepted_by_the_operator(docs: list[Manifest], value
     else:
         assert config.image == "registry.example.com/promptcache/sidecar:0.1.0-ci"
         assert config.native_sidecar == "always"
+        assert (config.mode, config.anthropic_diagnostics) == ("observe", True)
         assert config.otel.extra_env["OTEL_TRACES_SAMPLER_ARG"] == "0.1"
         assert "monitoring" in config.exclude_namespaces
 
@@ -236,8 +255,10 @@ def test_injector_config_is_accepted_by_the_operator(docs: list[Manifest], value
 def test_monitoring_objects(kubebin_dir: Path) -> None:
     docs = render(kubebin_dir, "-f", str(ALL_ON))
     podmonitor = only(docs, "PodMonitor")
-    (endpoint,) = podmonitor["spec"]["podMetricsEndpoints"]
+    endpoint, operator_endpoint = podmonitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == "admin"
+    assert operator_endpoint["port"] == "metrics"
+    assert operator_endpoint["relabelings"][0]["regex"] == f"operator;{RELEASE};operator"
     assert {
         "sourceLabels": ["__meta_kubernetes_pod_container_name"],
         "regex": "promptcache",
@@ -250,6 +271,7 @@ def test_monitoring_objects(kubebin_dir: Path) -> None:
         "PromptcachePrefixChurn",
         "PromptcacheUpstreamErrors",
         "PromptcacheTransformErrors",
+        "PromptcacheWebhookFailingOpen",
     }
     dashboard = only(docs, "ConfigMap", "-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -280,6 +302,13 @@ def test_monitoring_objects(kubebin_dir: Path) -> None:
         (["injector.nativeSidecar=maybe"], "nativeSidecar"),
         (["operator.replicas=3"], "additional properties 'replicas' not allowed"),
         (["injector.otel.extraEnv.PATH=/bin"], "invalid propertyName 'PATH'"),
+        # quantities the operator would refuse at start (the schema is its model's)
+        (["injector.resources.requests.memory=-1"], "want null or string"),
+        (["injector.resources.requests.cpu=1.2.3"], "does not match pattern"),
+        (["injector.resources.limits.memory=5mm"], "does not match pattern"),
+        (["injector.listenPort=80"], "minimum"),
+        (["injector.mode=maybe"], "mode"),
+        (["operator.metricsPort=8080"], "operator.metricsPort must differ"),
     ],
 )
 def test_impossible_values_fail(kubebin_dir: Path, overrides: list[str], message: str) -> None:
@@ -287,6 +316,69 @@ def test_impossible_values_fail(kubebin_dir: Path, overrides: list[str], message
     proc = helm(kubebin_dir, "template", RELEASE, str(CHART), *args, check=False)
     assert proc.returncode != 0, f"{overrides} rendered"
     assert message in proc.stderr
+
+
+def test_deployment_patching_exists_only_when_switched_on(kubebin_dir: Path) -> None:
+    def deployment_rules(docs: list[Manifest]) -> list[dict[str, object]]:
+        rules: list[dict[str, object]] = only(docs, "ClusterRole")["rules"]
+        return [r for r in rules if "deployments" in r["resources"]]  # type: ignore[operator]
+
+    assert deployment_rules(render(kubebin_dir)) == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "verbs": ["get", "list", "watch", "patch"],
+        }
+    ]
+    docs = render(kubebin_dir, "--set", "deploymentAnnotations.enabled=false")
+    assert deployment_rules(docs) == []
+    args = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--no-deployment-annotations" in args
+
+
+def test_cluster_role_is_least_privilege(docs: list[Manifest]) -> None:
+    rules = only(docs, "ClusterRole")["rules"]
+    verbs = {
+        (group, resource): set(rule["verbs"])
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert verbs[("", "configmaps")] == {"get", "list", "watch", "create", "update"}
+    assert verbs[("", "nodes")] == {"get", "list"}
+    assert verbs[("promptcache.io", "promptpolicies")] == {"get", "list", "watch", "patch"}
+    assert not any("*" in v or "delete" in v or "escalate" in v for v in verbs.values())
+    assert ("", "secrets") not in verbs
+    assert ("", "pods") not in verbs
+
+
+def test_pdb_lets_unhealthy_pods_be_evicted(docs: list[Manifest]) -> None:
+    pdb = only(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_network_policy_opens_only_the_webhook_and_metrics_ports(kubebin_dir: Path) -> None:
+    docs = render(kubebin_dir, "-f", str(ALL_ON))
+    policy = only(docs, "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ports = [[p["port"] for p in rule["ports"]] for rule in policy["spec"]["ingress"]]
+    assert ports == [["webhook"], ["metrics"]]
+    pod_labels = only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert not [d for d in render(kubebin_dir) if d["kind"] == "NetworkPolicy"]
+
+
+def test_sidecar_digest_pins_an_overridden_repository(kubebin_dir: Path) -> None:
+    digest = "sha256:" + "cd" * 32
+    docs = render(
+        kubebin_dir,
+        "--set",
+        "injector.image.repository=registry.example.com/pc",
+        "--set",
+        f"injector.image.digest={digest}",
+    )
+    config = yaml.safe_load(only(docs, "ConfigMap", "-injector")["data"]["config.yaml"])
+    assert config["image"] == f"registry.example.com/pc@{digest}"
 
 
 def test_single_standalone_operator_renders(kubebin_dir: Path) -> None:

@@ -1,7 +1,9 @@
 """A misbehaving upstream: retries where a retry is safe, provider-shaped errors where not.
 
 Retries happen only before the first response byte (connection failures, 429/503/529),
-honour ``retry-after`` up to a cap, and never repeat a spend-limit 429. Faults the
+honour ``retry-after`` up to a cap, and never repeat a spend-limit 429. Retries never
+multiply: a client that retries by itself (the official SDKs) gets each status at once,
+and a client that does not gets ``x-should-retry: false`` once the sidecar's are spent. Faults the
 sidecar cannot fix become 502 (unreachable) or 504 (timeout) in the provider's error
 shape; a stream that breaks midway ends with a provider-shaped error event, and the
 sidecar keeps serving.
@@ -37,6 +39,17 @@ def _anthropic(url: str) -> anthropic.AsyncAnthropic:
     return anthropic.AsyncAnthropic(api_key=KEY, base_url=url, max_retries=0)
 
 
+async def _post_without_sdk(sc: Sidecar) -> tuple[int, dict[str, object], str | None]:
+    """One call from a client that does not retry by itself (no ``x-stainless-*`` headers):
+    status, JSON body and the ``x-should-retry`` header of the answer."""
+    body = {"model": MODEL, "max_tokens": 10, "messages": MESSAGES}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(sc.url + "/v1/messages", json=body, headers={"x-api-key": KEY}) as resp,
+    ):
+        return resp.status, await resp.json(), resp.headers.get("x-should-retry")
+
+
 def _retries(sc: Sidecar, provider: str, reason: str) -> float:
     return sc.metric("promptcache_upstream_retries_total", provider=provider, reason=reason)
 
@@ -46,9 +59,9 @@ async def test_429_with_retry_after_is_retried_then_succeeds(
 ) -> None:
     sc = await start_sidecar()
     fake_upstream.then(status(429, headers={"retry-after": "0.05"}))
-    async with _anthropic(sc.url) as client:
-        message = await client.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
-    assert message.content[0].type == "text"
+    code, message, _ = await _post_without_sdk(sc)
+    assert code == 200
+    assert message["type"] == "message"
     assert len(fake_upstream.requests) == 2
     assert _retries(sc, "anthropic", "status_429") == 1
 
@@ -60,11 +73,10 @@ async def test_overloaded_is_retried_then_relayed_when_it_persists(
     sc = await start_sidecar(retry_max_attempts=3)
     overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
     fake_upstream.then(*[status(code, overloaded)] * 3)
-    async with _anthropic(sc.url) as client:
-        with pytest.raises(anthropic.APIStatusError) as caught:
-            await client.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
-    assert caught.value.status_code == code
-    assert caught.value.body == overloaded  # the upstream's own answer, relayed
+    answered, body, should_retry = await _post_without_sdk(sc)
+    assert answered == code
+    assert body == overloaded  # the upstream's own answer, relayed
+    assert should_retry == "false"  # the sidecar's attempts are spent: none on top
     assert len(fake_upstream.requests) == 3
     assert _retries(sc, "anthropic", f"status_{code}") == 2
 
@@ -240,3 +252,34 @@ async def test_retry_waits_fit_the_budget(
             await client.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
     assert caught.value.status_code == 529  # a 1 s wait does not fit a 0.2 s budget
     assert len(fake_upstream.requests) == 1
+
+
+async def _faults(simulator: str, kind: str) -> int:
+    async with aiohttp.ClientSession() as http, http.get(simulator + "/sim/stats") as resp:
+        stats = await resp.json()
+    return int(stats["faults"].get(kind, 0))
+
+
+@pytest.mark.parametrize("kind", ["429", "529"])
+async def test_sdk_retries_are_not_multiplied(
+    start_sidecar: StartSidecar, simulator_url: str, kind: str
+) -> None:
+    """The official SDKs at their default retries (2) against a provider that always
+    refuses: the provider sees 3 attempts per call, as it would without the sidecar."""
+    sc = await start_sidecar(anthropic_upstream=simulator_url, openai_upstream=simulator_url)
+    fault = {"x-sim-fault": f"{kind}=0"}  # always, with ``retry-after: 0`` for a 429
+    async with anthropic.AsyncAnthropic(
+        api_key=KEY, base_url=sc.url, default_headers=fault
+    ) as claude:
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            await claude.messages.create(model=MODEL, max_tokens=10, messages=MESSAGES)
+    assert caught.value.status_code == int(kind)
+    assert await _faults(simulator_url, kind) == 3
+    async with openai.AsyncOpenAI(
+        api_key=KEY, base_url=sc.openai_url, default_headers=fault
+    ) as gpt:
+        with pytest.raises(openai.APIStatusError) as ocaught:
+            await gpt.chat.completions.create(model="gpt-4o", messages=CHAT)
+    assert ocaught.value.status_code == (503 if kind == "529" else 429)  # OpenAI's overload
+    assert await _faults(simulator_url, kind) == 6
+    assert _retries(sc, "anthropic", f"status_{kind}") == 0

@@ -33,7 +33,8 @@ async def test_no_secret_reaches_logs_metrics_or_spans(
     )
     fake_upstream.then(status(429, {"error": {"message": PROMPT}}, {"retry-after": "0"}))
     async with (
-        anthropic.AsyncAnthropic(api_key=KEY, base_url=sc.url, max_retries=0) as claude,
+        # The SDK retries the 429 itself (the sidecar leaves SDK retries to the SDK).
+        anthropic.AsyncAnthropic(api_key=KEY, base_url=sc.url, max_retries=1) as claude,
         openai.AsyncOpenAI(api_key=KEY, base_url=sc.openai_url, max_retries=0) as gpt,
         anthropic.AsyncAnthropic(api_key=KEY, base_url=dead.url, max_retries=0) as broken,
     ):

@@ -21,10 +21,13 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
+from promptcache_operator.metrics import OperatorMetrics
 
 import promptcache
 from promptcache.sidecar.context import ContextMetrics
+from promptcache.sidecar.learning_metrics import LearningCollector
 from promptcache.sidecar.metrics import Metrics
+from promptcache.sidecar.planner import Planner
 from promptcache.sidecar.planner.types import MissReason
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,6 +43,8 @@ def _exported() -> dict[str, str]:
     registry = CollectorRegistry()
     Metrics(registry)
     ContextMetrics(registry)
+    OperatorMetrics(registry)  # the operator's, for the webhook alert
+    registry.register(LearningCollector(Planner()))
     return {family.name: family.documentation for family in registry.collect()}
 
 
@@ -125,6 +130,8 @@ def test_dashboard_has_the_panels_the_issue_asks_for() -> None:
     assert "sum by (reason) (rate(promptcache_cache_misses_total" in exprs
     assert "promptcache_context_fetch_duration_seconds_bucket" in exprs  # context prefetch
     assert "promptcache_context_coalesced_total" in exprs
+    assert "promptcache_guard_unread_write_tokens_total" in exprs  # never worse
+    assert "promptcache_guard_tracks" in exprs
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
 
@@ -232,3 +239,32 @@ def test_all_on_values_switch_every_toggle_on() -> None:
 
     off = sorted(path for path in toggles if value(path) is not True)
     assert not off, f"ci/all-on-values.yaml leaves these off: {off}"
+
+
+def test_the_injector_schema_is_the_operators_model() -> None:
+    from promptcache_operator.settings import QUANTITY_PATTERN
+
+    injector = json.loads((CHART / "values.schema.json").read_text())["properties"]["injector"]
+    memory = injector["properties"]["resources"]["properties"]["requests"]["properties"]["memory"]
+    assert memory["pattern"] == QUANTITY_PATTERN  # -1, 1.2.3, 5mm: refused by Helm too
+    assert memory["type"] == ["string", "null"]
+    assert injector["properties"]["listenPort"]["minimum"] == 1024
+    assert injector["properties"]["mode"]["enum"] == ["observe", "apply"]
+    assert injector["additionalProperties"] is False
+
+
+def test_values_and_the_operators_model_must_name_the_same_injector_keys(tmp_path: Path) -> None:
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    values = chart / "values.yaml"
+    text = values.read_text()
+    assert "  anthropicDiagnostics: false\n" in text
+    values.write_text(text.replace("  anthropicDiagnostics: false\n", ""))
+    proc = subprocess.run(
+        [sys.executable, str(README_TOOL), "--check", str(chart)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "missing ['anthropicDiagnostics']" in proc.stderr

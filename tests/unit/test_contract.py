@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import typing
 
 import pytest
 from promptcache_operator import rendering
@@ -35,8 +36,8 @@ def test_the_webhooks_command_line_is_one_the_sidecar_parses() -> None:
 
 
 _PENDING = pytest.mark.xfail(
-    reason="the sidecar's --mode / --anthropic-diagnostics land on another branch; the "
-    "webhook passes them only when set away from their defaults",
+    reason="the sidecar's --anthropic-diagnostics lands on another branch; the webhook "
+    "passes it only when injector.anthropicDiagnostics is on",
     strict=False,
 )
 
@@ -59,6 +60,13 @@ def test_every_flag_the_webhook_may_pass_is_a_sidecar_setting(setting: str) -> N
     )
 
 
+def test_observe_mode_reaches_the_sidecar() -> None:
+    config = parse_injector_config({"mode": "observe"})
+    args = sidecar_args(config, policy=False, mode="observe")
+    settings = sidecar_cli.settings_from(sidecar_parser().parse_args(args[1:]))
+    assert settings.mode == "observe"
+
+
 def test_defaults_agree() -> None:
     sidecar = SidecarSettings()
     injector = InjectorConfig()
@@ -68,7 +76,10 @@ def test_defaults_agree() -> None:
         contract.DEFAULT_LISTEN_PORT,
         contract.DEFAULT_ADMIN_PORT,
     )
-    assert injector.mode == contract.DEFAULT_MODE
+    assert injector.mode == contract.DEFAULT_MODE == sidecar.mode
+    assert set(contract.MODES) == set(
+        typing.get_args(SidecarSettings.model_fields["mode"].annotation)
+    )
 
 
 def test_the_rendered_configmap_is_the_one_the_webhook_mounts() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import kopf
+from prometheus_client import CollectorRegistry, Counter
 from promptcache_operator.kube import KubeClient
 from promptcache_operator.runtime import MEMO_KEY, NamespaceLabels, Runtime
 from promptcache_operator.settings import OperatorOptions, parse_injector_config
@@ -100,3 +102,20 @@ async def test_before_startup_pods_pass_untouched() -> None:
         pod({"promptcache.io/inject": "true"}), memo_with(FakeNamespaces({}), ready=False)
     )
     assert not patch
+
+
+class SlowClient(KubeClient):
+    async def get(self, path: str, *, params: Any = None) -> dict[str, Any]:
+        await asyncio.sleep(10)
+        raise AssertionError("not reached")
+
+
+async def test_a_slow_namespace_lookup_stays_inside_the_webhooks_budget() -> None:
+    failures = Counter("lookups_failed", "test", registry=CollectorRegistry())
+    labels = NamespaceLabels(
+        SlowClient(login=lambda: None), ttl=10, timeout=0.05, failures=failures
+    )
+    started = asyncio.get_running_loop().time()
+    assert await labels.get("apps") is None
+    assert asyncio.get_running_loop().time() - started < 2
+    assert failures._value.get() == 1

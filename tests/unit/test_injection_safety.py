@@ -110,7 +110,7 @@ def test_job_pods_get_a_native_sidecar() -> None:
 
 
 def test_env_from_is_the_apps_own_value_and_every_bypass_is_recorded() -> None:
-    containers = [
+    containers: list[dict[str, Any]] = [
         {"name": "gw", "image": "a", "envFrom": [{"configMapRef": {"name": "gateway"}}]},
         {"name": "own", "image": "a", "env": [{"name": "OPENAI_BASE_URL", "value": "http://x"}]},
         {"name": "plain", "image": "a"},

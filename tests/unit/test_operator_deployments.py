@@ -131,3 +131,25 @@ def test_a_deployment_without_template_metadata() -> None:
     patch = template_patch(dep)
     assert patch is not None
     assert patch["spec"]["template"]["metadata"]["annotations"] == {INJECT: "true"}
+
+
+def test_excluded_namespaces_are_out_of_the_watchers_scope() -> None:
+    import kopf
+    from promptcache_operator.handlers import configmap_concerns_us
+    from promptcache_operator.runtime import MEMO_KEY, Runtime
+    from promptcache_operator.settings import OperatorOptions, parse_injector_config
+    from promptcache_operator.webhook.injection import Injector
+
+    runtime = Runtime(options=OperatorOptions())
+    runtime.injector = Injector(
+        config=parse_injector_config({}), native=True, version="1", operator_namespace="pc"
+    )
+    memo = kopf.Memo()
+    memo[MEMO_KEY] = runtime
+    annotations = {"promptcache.io/inject": "true"}
+    assert concerns_us(annotations, namespace="shop", memo=memo)
+    assert not concerns_us(annotations, namespace="kube-system", memo=memo)
+    assert not concerns_us(annotations, namespace="pc", memo=memo)
+    labels = {"app.kubernetes.io/managed-by": "promptcache", "promptcache.io/policy": "p"}
+    assert configmap_concerns_us(name="x", namespace="shop", labels=labels, memo=memo)
+    assert not configmap_concerns_us(name="x", namespace="kube-system", labels=labels, memo=memo)

@@ -28,8 +28,11 @@ MAX_PENDING = 64
 must not pile up tasks)."""
 
 
-def involved_object(pod: Mapping[str, Any], namespace: str) -> dict[str, str] | None:
-    """The pod's controller, else the pod itself when it has a name; ``None`` otherwise."""
+def involved_object(
+    pod: Mapping[str, Any], namespace: str, *, api_version: str = "v1", kind: str = "Pod"
+) -> dict[str, str] | None:
+    """The pod's controller, else the pod (or whatever object the request was for) itself
+    when it has a name; ``None`` otherwise."""
     meta = pod.get("metadata") or {}
     for ref in meta.get("ownerReferences") or []:
         if isinstance(ref, Mapping) and ref.get("controller") and ref.get("name"):
@@ -42,8 +45,8 @@ def involved_object(pod: Mapping[str, Any], namespace: str) -> dict[str, str] | 
             }
     if meta.get("name"):
         return {
-            "apiVersion": "v1",
-            "kind": "Pod",
+            "apiVersion": api_version,
+            "kind": kind,
             "name": str(meta["name"]),
             "namespace": namespace,
         }
@@ -87,10 +90,12 @@ class EventPoster:
         reason: str,
         message: str,
         kind: str = "Warning",
+        object_kind: tuple[str, str] = ("v1", "Pod"),
     ) -> None:
+        """Post in the background; ``object_kind`` is (apiVersion, kind) of ``pod``."""
         if not namespace or len(self._tasks) >= MAX_PENDING:
             return
-        target = involved_object(pod, namespace)
+        target = involved_object(pod, namespace, api_version=object_kind[0], kind=object_kind[1])
         if target is None:
             return
         body = event_body(

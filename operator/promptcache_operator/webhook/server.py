@@ -58,12 +58,16 @@ def webhook_server(options: OperatorOptions, runtime: Runtime) -> kopf.WebhookSe
         )
         runtime.metrics.failed_open.labels(reason).inc()
         runtime.metrics.admissions.labels("failed_open").inc()
+        gvk = request.get("kind") or {}
+        group, version = gvk.get("group") or "", gvk.get("version") or "v1"
+        api_version = f"{group}/{version}" if group else version
         if runtime.events is not None and not request.get("dryRun"):
             runtime.events.post(
                 pod,
                 namespace=namespace,
                 reason="InjectionFailed",
                 message=f"promptcache sidecar not injected, pod created unchanged: {detail}",
+                object_kind=(api_version, str(gvk.get("kind") or "Pod")),
             )
 
     return FailOpenWebhookServer(

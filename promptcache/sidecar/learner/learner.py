@@ -8,6 +8,10 @@ template's anchor text (``MATCH_SHARE``). Then:
 - no match: the request starts a *candidate* template (all its units anchors). A
   candidate is never applied: a prompt seen once may never come back, and caching it
   would only pay the write premium.
+- first, the partition's recently used templates are tried by substring search of their
+  stable stretches (``Template.fit``): a request that holds them in order, with changing
+  text only where the template has gaps, costs a few ``str.find`` calls and the unit
+  cuts of the gap text alone. Only other requests are cut into units and compared.
 - a match: the template learns from the request (``template.Template.learn``: anchors
   missing from it become gaps; each gap's kind from the conversations seen) and the
   request's ``Split`` is returned; from the second request of a prompt on, the planner
@@ -38,6 +42,8 @@ MAX_CANDIDATES = 32
 """Prompts seen once, kept to be recognised the second time."""
 MAX_UNITS = 32_768
 """Anchors (unit hashes) held in all templates together: about 4 MB with the index."""
+RECENT = 4
+"""Templates per partition tried first by the fast path."""
 MATCH_SHARE = 0.5
 """Share of a template's anchor text a request must hold (in order) to be of it."""
 
@@ -92,6 +98,8 @@ class Learner:
         self._weights: dict[str, dict[int, int]] = {}
         self._units = 0
         self._serial = 0
+        self._recent: dict[Partition, list[str]] = {}
+        """Per partition, the templates used last (tried first, by ``Template.fit``)."""
 
     # ------------------------------------------------------------------ learning
     def observe(self, partition: Partition, text: str, conversation: int | None) -> Split | None:
@@ -102,6 +110,14 @@ class Learner:
         """
         if not text.strip():
             return None
+        for tid in self._recent.get(partition, ()):
+            known = self._learned.get(tid)
+            if known is None:
+                continue
+            fast = known.fit(text, conversation)
+            if fast is not None:
+                self._touch(known, partition)
+                return None if known.fragmented else fast
         units = split_units(text)
         positions: dict[int, list[int]] = {}
         for i, h in enumerate(units.hashes):
@@ -115,11 +131,11 @@ class Learner:
             self._add_candidate(partition, units)
             return None
         before = list(template.anchors)
-        split = template.learn(units, found, conversation)
+        split = template.learn(text, units, found, conversation)
         if template.anchors != before:
             self._unindex(template.id, before)
             self._reindex(template)
-        self._touch(template)
+        self._touch(template, partition)
         return None if template.fragmented else split
 
     def _best(self, partition: Partition, positions: dict[int, list[int]]) -> Template | None:
@@ -150,13 +166,19 @@ class Learner:
         self._reindex(template)
         self._shrink()
 
-    def _touch(self, template: Template) -> None:
+    def _touch(self, template: Template, partition: Partition) -> None:
         tid = template.id
         if tid in self._candidates:
             del self._candidates[tid]
             self._learned[tid] = template
         else:
             self._learned.move_to_end(tid)
+        recent = self._recent.setdefault(partition, [])
+        if not recent or recent[0] != tid:
+            if tid in recent:
+                recent.remove(tid)
+            recent.insert(0, tid)
+            del recent[RECENT:]
         self._shrink()
 
     def _shrink(self) -> None:
@@ -170,7 +192,14 @@ class Learner:
     def _evict(self, pool: OrderedDict[str, Template]) -> None:
         tid, template = pool.popitem(last=False)
         self._unindex(tid, template.anchors)
-        self._partition.pop(tid, None)
+        partition = self._partition.pop(tid, None)
+        if partition is None:
+            return
+        recent = self._recent.get(partition, [])
+        if tid in recent:
+            recent.remove(tid)
+        if not recent:
+            self._recent.pop(partition, None)
 
     def _reindex(self, template: Template) -> None:
         weights: dict[int, int] = {}

@@ -5,8 +5,10 @@ A template is what requests of one prompt have in common. Its *anchors* are the 
 from; between two anchors (and before the first, after the last) may sit a *gap*: units
 that differed at least once. Within a gap, a unit is *per conversation* when it came
 back identical on every turn so far of the request's conversation, and *per request*
-otherwise (the first turn of a conversation relocates the whole gap: the cautious
-default, as moving text behind the history never breaks caching of the rest).
+otherwise. On a conversation's first turn a unit stays only when its *label* (the text
+before ``": "``, as in ``Customer: Ada``) was seen unchanged across the turns of other
+conversations and never changing within one; else the first turn relocates it (the
+cautious default: moving text behind the history never breaks caching of the rest).
 
 Learning only ever turns anchors into gaps, never back, so a span that keeps changing
 never becomes part of a static prefix again; a prompt that
@@ -19,14 +21,21 @@ from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from promptcache.sidecar.learner.units import Units
+from promptcache.sidecar.learner.units import Units, split_units
 
 GapKind = Literal["request", "conversation", "mixed"]
 CONVERSATIONS_PER_GAP = 16
 """Conversations whose last gap content a gap remembers (to tell the two kinds apart)."""
+MAX_LABELS = 256
+"""Labels a gap remembers (kept or changed) before it forgets them all."""
+LABEL_MAX = 40
+"""Longest label (text before ``": "`` at the start of a unit), characters."""
+STRETCH_CHARS = 256 * 1024
+"""Stable text kept per template for the fast path (longer prompts take the slow path)."""
 MAX_GAPS = 32
 """A template with more gaps than this is too fragmented to be worth applying."""
 
@@ -43,30 +52,72 @@ class Gap:
     (retrieved text, a timestamp).
     """
 
-    by_conversation: OrderedDict[int, frozenset[int]] = field(default_factory=OrderedDict)
-    """Conversation key -> unit hashes present on every turn so far (bounded)."""
+    by_conversation: OrderedDict[int, tuple[frozenset[int], dict[int, int]]] = field(
+        default_factory=OrderedDict
+    )
+    """Conversation key -> (unit hashes present on every turn so far, label -> unit hash
+    on the last turn), bounded."""
+    labels_kept: set[int] = field(default_factory=set)
+    """Labels (hash of the text before ``": "``) of units seen unchanged across the turns
+    of a conversation: such a unit stays in place from a conversation's first turn."""
+    labels_changed: set[int] = field(default_factory=set)
+    """Labels of units seen changing within a conversation: never kept by label."""
     chars: int = 0
     """Length of its content in the last request, characters."""
     kept_chars: int = 0
     """Of which kept in place (per conversation) in the last request."""
 
     def merge(self, other: Gap) -> None:
-        for conv, units in other.by_conversation.items():
+        for conv, (units, labels) in other.by_conversation.items():
             mine = self.by_conversation.get(conv)
-            self.by_conversation[conv] = units if mine is None else mine | units
+            self.by_conversation[conv] = (
+                (units, labels) if mine is None else (mine[0] | units, {**mine[1], **labels})
+            )
+        self.labels_kept |= other.labels_kept
+        self.labels_changed |= other.labels_changed
+        self.labels_kept -= self.labels_changed
 
-    def observe(self, conversation: int | None, hashes: tuple[int, ...]) -> frozenset[int]:
+    def observe(
+        self, conversation: int | None, hashes: tuple[int, ...], labels: list[int | None]
+    ) -> frozenset[int]:
         """Record this gap's units on one turn; return the ones that stay in place."""
+        by_label = {lab: h for h, lab in zip(hashes, labels, strict=True) if lab is not None}
+        known = frozenset(
+            h
+            for h, lab in zip(hashes, labels, strict=True)
+            if lab is not None and lab in self.labels_kept and lab not in self.labels_changed
+        )
         if conversation is None:
-            return frozenset()
+            return known
         seen = frozenset(hashes)
         before = self.by_conversation.get(conversation)
-        kept = seen if before is None else before & seen
-        self.by_conversation[conversation] = kept
+        if before is None:
+            kept = known
+            self.by_conversation[conversation] = (seen, by_label)
+        else:
+            kept = before[0] & seen
+            for lab, h in by_label.items():
+                old = before[1].get(lab)
+                if old is None:
+                    continue
+                if old == h:
+                    self.labels_kept.add(lab)
+                else:
+                    self.labels_changed.add(lab)
+            self.labels_kept -= self.labels_changed
+            kept |= frozenset(
+                h
+                for h, lab in zip(hashes, labels, strict=True)
+                if lab is not None and lab in self.labels_kept
+            )
+            if len(self.labels_kept) > MAX_LABELS or len(self.labels_changed) > MAX_LABELS:
+                self.labels_kept.clear()
+                self.labels_changed.clear()
+            self.by_conversation[conversation] = (kept, by_label)
         self.by_conversation.move_to_end(conversation)
         while len(self.by_conversation) > CONVERSATIONS_PER_GAP:
             self.by_conversation.popitem(last=False)
-        return frozenset() if before is None else kept
+        return kept
 
     @property
     def kind(self) -> GapKind:
@@ -96,6 +147,8 @@ class Split:
     """(start, end) of per-request stretches, relocated behind the history."""
     samples: int
     """Requests the template was learned from, this one included."""
+    version: int = 0
+    """The template's version (bumped whenever its stable part changed shape)."""
 
     @property
     def changing(self) -> bool:
@@ -121,6 +174,11 @@ class Template:
     """Cached tokens the plans under this template expected (measured hit rate)."""
     hits_read: int = 0
     input_tokens: int = 0
+    stretches: list[str] | None = None
+    """Text of the stable stretches the last request held (for ``fit``; bounded by
+    ``STRETCH_CHARS``). Kept in memory only, never shown."""
+    gap_keys: list[int | None] = field(default_factory=list)
+    """Gap before each stretch and after the last (``None``: no gap there)."""
 
     @classmethod
     def first(cls, tid: str, units: Units) -> Template:
@@ -144,7 +202,7 @@ class Template:
     def matched_weight(self, found: Match) -> int:
         return sum(self.anchor_chars[ai] for ai, _ in found.pairs)
 
-    def learn(self, units: Units, found: Match, conversation: int | None) -> Split:
+    def learn(self, text: str, units: Units, found: Match, conversation: int | None) -> Split:
         """Update the template with one request of it; return that request's split."""
         kept = {ai for ai, _ in found.pairs}
         old_to_new: dict[int, int] = {}
@@ -185,26 +243,161 @@ class Template:
         for k in range(len(pairs) + 1):
             if k > 0:
                 r = bounds[k]
-                _extend(stable, units.start(r), units.ends[r])
+                if (k - 2) in gaps or not stable:  # a gap (even empty) ends a stretch
+                    stable.append((units.start(r), units.ends[r]))
+                else:
+                    stable[-1] = (stable[-1][0], units.ends[r])
             here = gaps.get(k - 1)
             if here is None:
                 continue
             lo, hi = bounds[k] + 1, bounds[k + 1]
-            stay = here.observe(conversation, units.hashes[lo:hi])
-            here.chars = here.kept_chars = 0
-            for r in range(lo, hi):
-                start, end = units.start(r), units.ends[r]
-                here.chars += end - start
-                if units.hashes[r] in stay:
-                    here.kept_chars += end - start
-                    _extend(conv, start, end)
-                else:
-                    _extend(req, start, end)
-        return Split(self.id, tuple(stable), tuple(conv), tuple(req), self.samples)
+            base = units.start(lo) if lo < len(units) else len(text)
+            ends = [units.ends[r] - base for r in range(lo, hi)]
+            self._observe(here, text, base, units.hashes[lo:hi], ends, conversation, conv, req)
+        self._remember(text, stable, len(pairs))
+        return _split(self, stable, conv, req)
+
+    def _remember(self, text: str, stable: list[tuple[int, int]], anchors: int) -> None:
+        """Keep the stable stretches' text for ``fit`` (bounded; none: always the slow path)."""
+        if sum(b - a for a, b in stable) > STRETCH_CHARS or not stable:
+            self.stretches = None
+            return
+        self.stretches = [text[a:b] for a, b in stable]
+        keys: list[int | None] = [-1 if -1 in self.gaps else None]
+        keys.extend(k for k in sorted(self.gaps) if 0 <= k < anchors - 1)
+        keys.append(anchors - 1 if (anchors - 1) in self.gaps else None)
+        if len(keys) != len(self.stretches) + 1:  # a stretch stripped to nothing; be safe
+            self.stretches = None
+            return
+        self.gap_keys = keys
+
+    def fit(self, text: str, conversation: int | None) -> Split | None:
+        """The fast path: ``text`` holds the stretches the template last saw, in order, with
+        changing text only where the template has gaps. Then the split comes from a few
+        substring searches and the gap text alone; else ``None`` (compare unit by unit).
+        """
+        stretches = self.stretches
+        if stretches is None:
+            return None
+        keys = self.gap_keys
+        spans: list[tuple[int, int]] = []
+        pos = 0
+        for i, stretch in enumerate(stretches):
+            at = _find(text, stretch, pos, anywhere=keys[i] is not None)
+            if at < 0:
+                return None
+            spans.append((at, at + len(stretch)))
+            pos = at + len(stretch)
+        if pos < len(text) and keys[-1] is None:
+            return None
+        conv: list[tuple[int, int]] = []
+        req: list[tuple[int, int]] = []
+        edges = [(0, spans[0][0])]
+        edges.extend((spans[i][1], spans[i + 1][0]) for i in range(len(spans) - 1))
+        edges.append((pos, len(text)))
+        for key, (start, end) in zip(keys, edges, strict=True):
+            if key is None:
+                continue
+            units = split_units(text[start:end])
+            self._observe(
+                self.gaps[key], text, start, units.hashes, units.ends, conversation, conv, req
+            )
+        self.samples += 1
+        return _split(self, spans, conv, req)
+
+    @staticmethod
+    def _observe(
+        gap: Gap,
+        text: str,
+        base: int,
+        hashes: tuple[int, ...],
+        ends: Sequence[int],
+        conversation: int | None,
+        conv: list[tuple[int, int]],
+        req: list[tuple[int, int]],
+    ) -> None:
+        """One request's units of ``gap`` (``ends`` relative to ``base``): which stay."""
+        starts = [0, *ends[:-1]]
+        if gap.labels_kept or (conversation is not None and conversation in gap.by_conversation):
+            labels = [label_of(text, base + a, base + b) for a, b in zip(starts, ends, strict=True)]
+        else:  # nothing to learn or apply by label on this turn: skip computing them
+            labels = [None] * len(hashes)
+        stay = gap.observe(conversation, hashes, labels)
+        gap.chars = gap.kept_chars = 0
+        for h, a, b in zip(hashes, starts, ends, strict=True):
+            gap.chars += b - a
+            if h in stay:
+                gap.kept_chars += b - a
+                _extend(conv, base + a, base + b)
+            else:
+                _extend(req, base + a, base + b)
 
     @property
     def fragmented(self) -> bool:
         return len(self.gaps) > MAX_GAPS
+
+
+PROBE = 64
+"""Characters of a stretch searched for before comparing all of it: ``str.find`` with a
+long needle preprocesses all of it on every call (~100 us for 25 KB here)."""
+
+
+def _find(text: str, stretch: str, pos: int, *, anywhere: bool) -> int:
+    """Where ``stretch`` starts in ``text`` at or after ``pos`` (at ``pos`` exactly unless
+    ``anywhere``); -1 when it does not."""
+    if text.startswith(stretch, pos):
+        return pos
+    if not anywhere:
+        return -1
+    probe = stretch[:PROBE]
+    at = text.find(probe, pos)
+    while at >= 0:
+        if text.startswith(stretch, at):
+            return at
+        at = text.find(probe, at + 1)
+    return -1
+
+
+def label_of(text: str, start: int, end: int) -> int | None:
+    """Hash of a unit's label (``Customer`` in ``Customer: Ada``), ``None`` without one."""
+    at = text.find(": ", start, min(end, start + LABEL_MAX + 2))
+    if at <= start:
+        return None
+    head = text[start:at].strip()
+    return hash(head) if head and "\n" not in head else None
+
+
+MIN_STRETCH = 256
+"""A stable stretch shorter than this, when it is not the template's only one, goes with
+the changing text around it instead of into the static prefix: short lines that recur
+among changing text (the boilerplate of retrieved documents, a closing tag) are stable
+only by accident and would make the static prefix change whenever they do not recur."""
+
+
+def _split(
+    template: Template,
+    stable: list[tuple[int, int]],
+    conv: list[tuple[int, int]],
+    req: list[tuple[int, int]],
+) -> Split:
+    """The ``Split`` of one request, short stable stretches folded into their neighbours
+    (per conversation after a per-conversation span, else per request)."""
+    if len(stable) > 1 and any(b - a < MIN_STRETCH for a, b in stable):
+        spans = sorted(
+            [(a, b, "s") for a, b in stable]
+            + [(a, b, "c") for a, b in conv]
+            + [(a, b, "r") for a, b in req]
+        )
+        stable, conv, req = [], [], []
+        before = ""
+        for a, b, kind in spans:
+            if kind == "s" and b - a < MIN_STRETCH:
+                kind = "c" if before == "c" else "r"
+            _extend({"s": stable, "c": conv, "r": req}[kind], a, b)
+            before = kind
+    return Split(
+        template.id, tuple(stable), tuple(conv), tuple(req), template.samples, template.version
+    )
 
 
 def _extend(spans: list[tuple[int, int]], start: int, end: int) -> None:

@@ -2,23 +2,25 @@
 
 Two requests of one template are compared unit by unit, by hash. A unit is a line with
 its line break; a line longer than ``LONG_LINE`` characters is cut further after each
-sentence end (``.``, ``!``, ``?`` or ``;`` followed by white space), so a timestamp in a
-one-line prompt costs one sentence, not the whole prompt. The cut points depend only on
-the text around them, never on positions, so a value that changes length does not shift
+sentence end (a full stop and a space: ``str.split``, not a regex, as this runs on every
+request), so a timestamp in a one-line prompt costs one sentence, not the whole prompt.
+The cut points depend only on the text around them, never on positions, so a value that
+changes length does not shift
 the units after it. Units concatenated give the text back exactly.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+from itertools import accumulate
 
 LONG_LINE = 240
 """Lines longer than this (characters) are cut into sentences."""
 MAX_UNITS = 1024
 """Units kept per prompt; the rest of a longer prompt is one last unit."""
 
-_SENTENCE = re.compile(r"(?<=[.!?;])(?=\s)")
+SENTENCE_END = ". "
+"""Where a long line is cut (after it): a full stop and a space."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,17 +40,19 @@ class Units:
 
 def split_units(text: str) -> Units:
     """``text`` cut into units (see the module docstring)."""
-    pieces: list[str] = []
-    for line in text.splitlines(keepends=True):
-        if len(line) <= LONG_LINE:
-            pieces.append(line)
-        else:
-            pieces.extend(p for p in _SENTENCE.split(line) if p)
+    pieces = text.splitlines(keepends=True)
+    if any(len(line) > LONG_LINE for line in pieces):
+        cut: list[str] = []
+        for line in pieces:
+            if len(line) <= LONG_LINE:
+                cut.append(line)
+                continue
+            sentences = line.split(SENTENCE_END)
+            last = sentences.pop()
+            cut.extend(s + SENTENCE_END for s in sentences)
+            if last:
+                cut.append(last)
+        pieces = cut
     if len(pieces) > MAX_UNITS:
         pieces[MAX_UNITS - 1 :] = ["".join(pieces[MAX_UNITS - 1 :])]
-    ends: list[int] = []
-    pos = 0
-    for p in pieces:
-        pos += len(p)
-        ends.append(pos)
-    return Units(tuple(map(hash, pieces)), tuple(ends))
+    return Units(tuple(map(hash, pieces)), tuple(accumulate(map(len, pieces))))

@@ -39,7 +39,7 @@ def _cacheable(block: Any) -> bool:
     return block.get("type") != "text" or bool(block.get("text"))
 
 
-def _system_sources(system: Any) -> list[Source]:
+def system_sources(system: Any) -> list[Source]:
     if system is None or system == "":
         return []
     if isinstance(system, str):
@@ -259,7 +259,7 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
     pre = build_prefix(
         env,
         tools_in=tools_in,
-        sources=_system_sources(system),
+        sources=system_sources(system),
         label="system",
         frozen=False,
         conversation=messages,

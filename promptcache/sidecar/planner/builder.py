@@ -180,21 +180,26 @@ def _learn(env: Env, sp: SystemPlan, sources: list[Source], tools: str, label: s
             sp.static_count = 0
             sp.notes.append(f"{label}: template not learned yet: no static prefix")
         return sp
+    if _forbids_relocation(env):
+        sp.notes.append(f"learned template {split.template}: the policy forbids relocation")
+        return sp
     env.learned = split
     if not split.changing:
         sp.notes.append(
             f"learned template {split.template} ({split.samples} requests): {label} all stable"
         )
         return sp
-    stable = "".join(text[a:b] for a, b in split.stable).strip()
+    # One static piece per stable stretch, as a policy with one exact block per stretch
+    # would have it (``policy suggest`` writes that policy; both plan alike).
+    pieces = [Piece(t, LEARNED) for t in learned_stretches(text, split.stable)]
+    static_count = len(pieces)
     kept = "".join(text[a:b] for a, b in split.conversation).strip()
-    pieces = [Piece(stable, LEARNED)] if stable else []
     if kept:
         pieces.append(Piece(kept))
     out = SystemPlan(
         pieces=pieces,
         changed=True,
-        static_count=1 if stable else 0,
+        static_count=static_count,
         relocated=list(sp.relocated),
         relocations=list(sp.relocations),
         volatile_found=sp.volatile_found,
@@ -211,6 +216,20 @@ def _learn(env: Env, sp: SystemPlan, sources: list[Source], tools: str, label: s
         f"{len(split.request)} per-request spans"
     )
     return out
+
+
+def learned_stretches(text: str, spans: Sequence[tuple[int, int]]) -> list[str]:
+    """The stable stretches of ``text`` as static pieces (stripped; blank ones dropped)."""
+    return [part for a, b in spans if (part := text[a:b].strip())]
+
+
+def _forbids_relocation(env: Env) -> bool:
+    """The policy says ``volatile.action: report`` in so many words: nothing moves."""
+    policy = env.policy
+    if policy is None:
+        return False
+    volatile = policy.volatile
+    return "action" in volatile.model_fields_set and volatile.action != "relocate"
 
 
 def finish_plan(

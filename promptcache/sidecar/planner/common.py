@@ -64,7 +64,9 @@ class Env:
         """``base_key``, with the learned template's id when one applies."""
         if self.learned is None:
             return self.base_key
-        return f"{self.base_key}|learned:{self.learned.template}"
+        # Per version: a relearned template starts a fresh account with the guard (its old
+        # prefix's writes expire unread by TTL; they do not count against the new one).
+        return f"{self.base_key}|learned:{self.learned.template}.{self.learned.version}"
 
     @property
     def source(self) -> Source:

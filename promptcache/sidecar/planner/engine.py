@@ -152,6 +152,7 @@ class Planner:
             plan, snapshot = plan_openai(body, env, request.now, request.route)
         plan.notes.extend(ttl_notes)
         plan.key = env.plan_key
+        plan.learned = env.learned
         if plan.diagnostics is not None:
             plan.diagnostics = dataclasses.replace(
                 plan.diagnostics,

@@ -246,6 +246,10 @@ class Guard:
             out[label] = out.get(label, 0) + 1
         return out
 
+    def tracks(self) -> list[tuple[str, str, Track]]:
+        """Every (key, tier, account), least recently used first."""
+        return [(key, tier, track) for (key, tier), track in self._tracks.items()]
+
     def track(self, key: str, tier: str) -> Track | None:
         """The account of one track (tests, ``/templates``)."""
         return self._tracks.peek((key, tier))

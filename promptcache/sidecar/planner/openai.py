@@ -10,6 +10,7 @@ the client sent none. OpenAI-compatible servers may reject unknown fields: none 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from promptcache.sidecar.planner.builder import build_prefix, finish_plan, tools_list
@@ -54,14 +55,25 @@ def _prepend(message: dict[str, Any], ctx: str, part_type: str) -> dict[str, Any
     return {**message, "content": [{"type": part_type, "text": ctx}, *content]}
 
 
-def plan_openai(
-    body: dict[str, Any], env: Env, now: float, route: Literal["chat", "responses"]
-) -> tuple[Plan, list[tuple[str, str]]]:
-    """Plan one Chat Completions or Responses body; also return the static snapshot."""
-    policy = env.policy
-    provider: Literal["openai", "openai-compatible"] = (
-        "openai-compatible" if is_openai_compatible(env.provider) else "openai"
-    )
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """Where a Chat or Responses body keeps its system text and its conversation."""
+
+    listing: list[Any]
+    """``messages`` (Chat) or the ``input`` items (Responses; empty for a string)."""
+    conv_start: int
+    """Index in ``listing`` of the first message after the system message."""
+    part_type: str
+    string_input: str | None
+    sys_at: str | None
+    sys_content: Any
+
+    @property
+    def conversation(self) -> list[Any]:
+        return self.listing[self.conv_start :]
+
+
+def _locate(body: dict[str, Any], route: Literal["chat", "responses"]) -> _Shape:
     string_input: str | None = None
     sys_at: str | None = None
     sys_content: Any = None
@@ -87,7 +99,27 @@ def plan_openai(
             sys_at, sys_content = "instructions", instructions
         elif listing and role_of(listing[0]) in SYSTEM_ROLES:
             sys_at, sys_content, conv_start = "input[0]", listing[0].get("content"), 1
-    conv = listing[conv_start:]
+    return _Shape(listing, conv_start, part_type, string_input, sys_at, sys_content)
+
+
+def system_sources(body: dict[str, Any], route: Literal["chat", "responses"]) -> list[Source]:
+    """The system texts of a Chat or Responses body, as the planner reads them."""
+    shape = _locate(body, route)
+    return _sources(shape.sys_content, shape.sys_at or "system")[0]
+
+
+def plan_openai(
+    body: dict[str, Any], env: Env, now: float, route: Literal["chat", "responses"]
+) -> tuple[Plan, list[tuple[str, str]]]:
+    """Plan one Chat Completions or Responses body; also return the static snapshot."""
+    policy = env.policy
+    provider: Literal["openai", "openai-compatible"] = (
+        "openai-compatible" if is_openai_compatible(env.provider) else "openai"
+    )
+    shape = _locate(body, route)
+    listing, conv, part_type = shape.listing, shape.conversation, shape.part_type
+    string_input, sys_at, sys_content = shape.string_input, shape.sys_at, shape.sys_content
+    conv_start = shape.conv_start
 
     tools_in = tools_list(body.get("tools"))
     sources, frozen = _sources(sys_content, sys_at or "system")

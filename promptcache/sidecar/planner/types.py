@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from promptcache.policy.schema import PolicySpec
+from promptcache.sidecar.learner import Split
 from promptcache.sidecar.planner.guard import GuardNote
 from promptcache.wire import Provider, provider_of
 from promptcache.wire import Route as Route  # re-exported: the planner's contract names it
@@ -137,6 +138,9 @@ class Plan:
     fetched context), for ``promptcache explain``; never logged."""
     diagnostics: Diagnostics | None = None
     """Planner-internal bookkeeping for ``record_outcome``."""
+    learned: Split | None = None
+    """The learned template's division of the system text, when one applied (shape only:
+    offsets into the system text, no text)."""
 
 
 def describe_breakpoints(breakpoints: Sequence[Breakpoint]) -> str:
