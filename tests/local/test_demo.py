@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -169,5 +170,5 @@ def test_cli_short_run(tmp_path: Path) -> None:
     assert "DIFFERENT" not in proc.stdout
     assert proc.stdout.count("  equal") == 5
     assert proc.stdout.rstrip().splitlines()[-1].startswith(f"Report: {out / 'report.md'}")
-    assert "zero-config [" in proc.stderr
-    assert "policy [" in proc.stderr
+    for arm in ("legacy", "zero-config", "policy"):
+        assert re.search(rf"^{arm} +\[", proc.stderr, re.MULTILINE), arm
