@@ -111,4 +111,4 @@ e2e-kind: venv
 	$(BIN)/python -m pytest tests/cluster --kind
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(LLAMA_VENV) build *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(LLAMA_VENV) .venv-peers build *.egg-info .mypy_cache .ruff_cache

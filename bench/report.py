@@ -18,16 +18,16 @@ TARGETS = (
 SIDECAR = "sidecar"
 
 
-NOTES = """## Since the learner landed (2026-12-04)
+NOTES = """## The learner's cost (2026-12-04)
 
-With zero configuration the planner now learns each prompt's template from traffic, and
-that path is the expensive one: `python -m bench.planner_bench --clock cpu --calls 2000`
-on 2026-12-04 measured the bench request without a policy at 365 us p50 / 813 us p99 of
-CPU per call (the 2026-11-26 figure below: 51-61 us), the demo request without a policy
-at 518 us, and with the `support-agent` policy at 92 us (unchanged). In `make bench` the
-sidecar as shipped (no policy) therefore serves about half the requests per second of the
-same sidecar with the planner off, and its added latency is about twice the floor's. The
-figures in the notes below predate it.
+With zero configuration the planner learns each prompt's template from traffic; the
+planner table above shows that cost per call with learning on and off. The learner's
+first build, before its fast path, cost ~365 us p50 of CPU per call on the bench request
+(`python -m bench.planner_bench --clock cpu`), and a `make bench` run of that build on a
+loaded machine measured the sidecar (no policy) at 751 requests/s against the Python
+upstream, a third of the planner-off sidecar's 2,001. With the fast path the same request
+plans in ~60 us p50 (~47 us with learning off) and the gap between the two sidecar rows
+above is what is left of it. The notes below predate the learner.
 
 ## What the hot path does, and what was tried
 
@@ -351,8 +351,10 @@ slices). "added" is the arm's latency minus the direct path's; stream TTFB is th
 time to the first body byte of a streamed answer (aiohttp client, {TTFB_REQUESTS}
 sequential requests) minus the direct path's. Peak RSS is the `VmHWM` of the arm's
 processes. "Bounded by" compares the CPU time the arm's processes and the upstream used
-during the arm's loaded slices (1.00 = one core busy all the time): against this
-upstream nginx is bounded by the upstream, a single-process proxy by itself.
+during the arm's loaded slices (1.00 = one core busy all the time; 0.85 or more counts as
+bound): on a quiet machine nginx in front of this one-process upstream is bounded by the
+upstream and a single-process proxy by itself; when other work takes the cores, neither
+gets a whole one and the column says "the shared machine".
 
 {arms_table(run.python)}
 

@@ -406,6 +406,10 @@ class PolicySpec(_Model):
     context_deadline: Duration = "2s"
     """Overall deadline for all context sources together."""
     pricing: PricingOverride | None = None
+    anthropic_diagnostics: bool | None = None
+    """Anthropic cache diagnostics chaining where the sidecar runs with
+    ``--anthropic-diagnostics``: ``false`` opts this app out (the API keeps a fingerprint
+    of each request that carries ``diagnostics``); unset follows the sidecar."""
 
     @model_validator(mode="after")
     def _consistent(self) -> PolicySpec:

@@ -25,6 +25,7 @@ from types import TracebackType
 from opentelemetry.trace import Span
 
 from promptcache.policy import LoadedPolicy
+from promptcache.sidecar.diagnostics import MISSING, Link, disagrees, provider_reason
 from promptcache.sidecar.planner import Plan
 from promptcache.sidecar.relay import Relayed
 from promptcache.sidecar.state import SidecarState
@@ -55,6 +56,11 @@ class Call:
     """Seconds not spent by the sidecar before sending: the app's body upload, context."""
     sent_at: float | None = None
     """``perf_counter`` when the first upstream attempt started."""
+    link: Link | None = None
+    """Anthropic diagnostics chaining: this request's place in its conversation."""
+    provider_diagnostics: object = MISSING
+    """The answer's ``diagnostics`` as read when it was relayed (``diagnostics.MISSING``:
+    none); read then, not here, so the next turn already finds this answer's id."""
 
 
 class Recording:
@@ -190,3 +196,22 @@ def _count(
         miss = state.planner.record_outcome(plan, usage, now)
         if miss is not None:
             metrics.inc(metrics.cache_misses, (policy, miss))
+        if call.link is not None:
+            _provider_diagnosis(state, call, call.link, miss)
+
+
+def _provider_diagnosis(state: SidecarState, call: Call, link: Link, miss: str | None) -> None:
+    """Record the provider's verdict beside the sidecar's own diagnosis."""
+    reason = provider_reason(call.provider_diagnostics)
+    if reason is None or link.previous is None:
+        return
+    metrics, policy = state.metrics, call.policy_label
+    metrics.inc(metrics.provider_miss_reasons, (policy, reason, miss or "none"))
+    if disagrees(reason, miss):
+        metrics.inc(metrics.miss_disagreements, (policy,))
+        log.info(
+            "cache diagnosis disagrees for %s: provider says %s, sidecar says %s",
+            policy,
+            reason,
+            miss or "no miss",
+        )

@@ -35,6 +35,10 @@ _FLAGS = {
     "policy": ("PATH", "PromptPolicy YAML file, reloaded on change (default: none)"),
     "anthropic_upstream": ("URL", "Anthropic API base (default https://api.anthropic.com)"),
     "openai_upstream": ("URL", "OpenAI(-compatible) API base (default https://api.openai.com)"),
+    "anthropic_diagnostics": (
+        "{true,false}",
+        "chain Anthropic cache diagnostics (diagnostics.previous_message_id; default false)",
+    ),
     "mode": (
         "{apply,observe}",
         "observe: learn and report, send requests unchanged (default apply)",
@@ -58,11 +62,15 @@ def configure(parser: argparse.ArgumentParser, command: str) -> None:
     )
     for name, (metavar, help_text) in _FLAGS.items():
         env = "PROMPTCACHE_" + name.upper()
+        switch = SidecarSettings.model_fields[name].annotation is bool
         parser.add_argument(
             sidecar_flag(name),
             dest=name,
             metavar=metavar,
             default=None,
+            # A switch also works bare (``--anthropic-diagnostics`` means true).
+            nargs="?" if switch else None,
+            const="true" if switch else None,
             help=f"{help_text}; env {env}",
         )
 

@@ -75,6 +75,10 @@ class SidecarSettings(BaseSettings):
     """``false``: learn no templates; without a policy the whole system prompt is the
     static prefix (the never-worse guard still withdraws markers that do not pay)."""
 
+    anthropic_diagnostics: bool = False
+    """Chain Anthropic cache diagnostics: add ``diagnostics.previous_message_id`` (the
+    response the request continues) so the API says why a cache read missed. Off by
+    default: the API then keeps a fingerprint (hashes, token counts) of each request."""
     planner_enabled: bool = True
     """``false``: forward every body as the app sent it, without planning (a kill switch;
     usage, cost and latency are still measured)."""

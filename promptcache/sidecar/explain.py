@@ -226,6 +226,19 @@ def _check(path: str, model: str | None) -> None:
     if spec.context_sources:
         names = ", ".join(s.name for s in spec.context_sources)
         _write(f"context sources: {names} (deadline {spec.context_deadline})")
+    if spec.provider == "anthropic":
+        _write(f"cache diagnostics: {_diagnostics_line(spec)}")
+
+
+def _diagnostics_line(spec: PolicySpec | None) -> str:
+    if spec is not None and spec.anthropic_diagnostics is False:
+        return "off for this policy (anthropicDiagnostics: false)"
+    return (
+        "with the sidecar's --anthropic-diagnostics, each request carries "
+        "diagnostics.previous_message_id (the response it continues) and the provider's "
+        "cache_miss_reason is counted beside the sidecar's own diagnosis "
+        "(promptcache_provider_cache_miss_reasons_total)"
+    )
 
 
 def _load_request(path: str) -> dict[str, Any]:
@@ -300,6 +313,11 @@ def _explain(args: argparse.Namespace) -> None:
     _write("== plan ==")
     for line in describe_plan(plan):
         _write(line)
+    if route == "messages":
+        if "diagnostics" in body:
+            _write("cache diagnostics: the app sends its own diagnostics; left as sent")
+        else:
+            _write(f"cache diagnostics: {_diagnostics_line(spec)}")
 
 
 def _preview(value: Any) -> str:

@@ -88,6 +88,21 @@ class Metrics:
             ["policy", "reason"],
             registry=registry,
         )
+        self.provider_miss_reasons = Counter(
+            "promptcache_provider_cache_miss_reasons",
+            "Anthropic cache diagnostics (with --anthropic-diagnostics): the provider's "
+            "cache_miss_reason (none: nothing diverged; pending: not compared in time) beside "
+            "the sidecar's own diagnosis (none: no miss).",
+            ["policy", "reason", "sidecar_reason"],
+            registry=registry,
+        )
+        self.miss_disagreements = Counter(
+            "promptcache_cache_miss_disagreements",
+            "Calls where the provider's cache diagnostics and the sidecar's diagnosis "
+            "disagree on whether the prefix changed.",
+            ["policy"],
+            registry=registry,
+        )
         self.volatile_spans = Counter(
             "promptcache_volatile_spans",
             "Cache-busting spans found in the static part, by detector.",

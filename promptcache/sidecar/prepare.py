@@ -11,7 +11,7 @@ original bytes go upstream and ``promptcache_transform_errors_total{stage}`` cou
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,8 @@ class Prepared:
     """The app's bytes, for a fail-open resend."""
     planned: bool = False
     """The planner's edits are in ``body`` (besides any added field)."""
+    added_diagnostics: bool = False
+    """The sidecar added ``diagnostics`` (Anthropic cache diagnostics chaining)."""
 
     @property
     def changed(self) -> bool:
@@ -94,11 +96,13 @@ def prepare(
     now: float,
     metrics: Metrics,
     add_usage: bool = True,
+    extra: Mapping[str, Any] | None = None,
 ) -> Prepared:
     """Plan the request and produce the bytes to send (the original bytes on any failure).
 
     ``add_usage``: a streamed chat call may get ``stream_options.include_usage`` (false
-    once its upstream refused that field).
+    once its upstream refused that field). ``extra``: top-level fields the sidecar adds
+    (cache diagnostics), never over the app's.
     """
     if parsed is None:
         return Prepared(raw, None, False, False, raw)
@@ -128,7 +132,11 @@ def prepare(
                 log.warning("planner returned no body, forwarding unchanged")
                 return Prepared(raw, None, stream, False, raw)
             body = plan.body
-    rewrite = body is not parsed
+    planned = body is not parsed
+    added = extra is not None and bool(extra) and not extra.keys() & body.keys()
+    if added and extra is not None:
+        body = {**body, **extra}
+    rewrite = planned or added
     inject = add_usage and _wants_usage_injected(route, body)
     if not rewrite and not inject:
         return Prepared(raw, plan, stream, False, raw)
@@ -136,7 +144,7 @@ def prepare(
         options = body.get("stream_options")
         body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
     try:
-        return Prepared(jsoncodec.dumps(body), plan, stream, inject, raw, rewrite)
+        return Prepared(jsoncodec.dumps(body), plan, stream, inject, raw, planned, added)
     except (TypeError, ValueError) as exc:
         metrics.transform_errors.labels(provider, "serialize").inc()
         log.warning(

@@ -28,6 +28,7 @@ from opentelemetry import trace
 from promptcache.policy import LoadedPolicy
 from promptcache.sidecar.accounting import Call, Recording
 from promptcache.sidecar.context import RequiredSourceError
+from promptcache.sidecar.diagnostics import answer_facts
 from promptcache.sidecar.errors import (
     BodyTooLargeError,
     ClientTooSlowError,
@@ -190,6 +191,14 @@ async def _llm_call(
     finally:
         call.excluded += time.perf_counter() - started  # waiting for sources is not ours
 
+    if route == "messages" and parsed is not None and state.settings.mode == "apply":
+        spec = policy.spec if policy else None
+        if (
+            state.diagnostics_on(spec.anthropic_diagnostics if spec else None)
+            and (spec is None or spec.mode == "enforce")  # observe mode sends the app's bytes
+            and not state.refused.refused(upstream.label, "diagnostics")
+        ):
+            call.link = state.chain.link(parsed)
     prepared = prepare(
         route=route,
         raw=raw,
@@ -201,6 +210,7 @@ async def _llm_call(
         now=time.monotonic(),
         metrics=state.metrics,
         add_usage=not state.refused.refused(upstream.label, "include_usage"),
+        extra=call.link.fields() if call.link else None,
     )
     call.plan = prepared.plan
 
@@ -233,6 +243,12 @@ async def _llm_call(
     except SidecarError as exc:
         recording.failed("timeout" if exc.status == 504 else "unreachable", exc.status)
         return error_response(family, exc.status, exc.message)
+    if call.link is not None and seen.status == 200:
+        # On the path, not in the record backlog: the conversation's next turn may come
+        # before the backlog runs, and must find this answer's id.
+        message_id, call.provider_diagnostics = answer_facts(seen)
+        if message_id is not None:
+            state.chain.remember(call.link, message_id)
     # A whole answer is written as the handler returns; a relayed stream is over already.
     recording.answered(seen)
     return out

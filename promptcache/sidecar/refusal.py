@@ -14,9 +14,9 @@ Providers name places three ways: a ``field.path: reason`` message (Anthropic), 
 inside a message string). An error that names no place may be the sidecar's doing.
 
 ``RefusedAdditions`` remembers, per upstream, the fields the sidecar adds on its own
-(``stream_options.include_usage``) that the upstream refused, so that later calls do
-not pay a refused request first. It is bounded and forgets after a while, so that an
-upstream upgraded in place gets the addition again.
+(``stream_options.include_usage``, Anthropic ``diagnostics``) that the upstream refused,
+so that later calls do not pay a refused request first. It is bounded and forgets after
+a while, so that an upstream upgraded in place gets the addition again.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any, Final, Literal
 from promptcache.sidecar import jsoncodec
 
 REFUSALS: Final = frozenset({400, 422})
-Addition = Literal["include_usage"]
+Addition = Literal["include_usage", "diagnostics"]
 """A field the sidecar adds to every request of a kind (not a per-request plan edit)."""
 
 _MESSAGE_PATH = re.compile(r"^\s*([A-Za-z_]\w*(?:(?:\.\w+)|(?:\[\d+\]))*)\s*:")

@@ -14,6 +14,7 @@ import logging
 import time
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -49,6 +50,8 @@ class Relayed:
     """Seconds the relay spent on its own work (header copying, usage taps)."""
     unread: tuple[Family, bytes, str] | None = None
     """A whole answer whose usage is still to be read: family, body, content encoding."""
+    anthropic_message: dict[str, Any] | None = None
+    """A streamed Anthropic answer's ``id`` and ``diagnostics`` (from ``message_start``)."""
 
     def read_usage(self) -> tuple[Usage | None, str | None]:
         """Usage and model, read from a whole answer's body if need be (off the app's
@@ -130,8 +133,21 @@ class _Seen:
     first_byte_at: float | None = None
     busy: float = 0.0
 
-    def done(self, usage: Usage | None = None, model: str | None = None) -> Relayed:
-        return Relayed(self.status, self.outcome, usage, model, self.first_byte_at, self.busy)
+    def done(
+        self,
+        usage: Usage | None = None,
+        model: str | None = None,
+        message: dict[str, Any] | None = None,
+    ) -> Relayed:
+        return Relayed(
+            self.status,
+            self.outcome,
+            usage,
+            model,
+            self.first_byte_at,
+            self.busy,
+            anthropic_message=message,
+        )
 
 
 async def relay_stream(
@@ -190,7 +206,7 @@ async def relay_stream(
         response.release()
     seen.busy = busy
     if tap is not None:
-        return out, seen.done(tap.usage, tap.model)
+        return out, seen.done(tap.usage, tap.model, getattr(tap, "message", None))
     return out, seen.done()
 
 

@@ -82,4 +82,6 @@ async def send(
         metrics.transform_errors.labels(provider, "upstream_rejected").inc()
         if prepared.inject_usage and (names_include_usage(error) or not prepared.planned):
             refused.remember(upstream.label, "include_usage")
+        if prepared.added_diagnostics and (b"diagnostics" in error or not prepared.planned):
+            refused.remember(upstream.label, "diagnostics")
     return Sent(again, unchanged)

@@ -86,12 +86,14 @@ def _anthropic_interesting(data: bytes) -> bool:
 class AnthropicTap:
     """``message_start`` gives input and cache usage; ``message_delta`` is cumulative."""
 
-    __slots__ = ("_merged", "error", "model", "usage")
+    __slots__ = ("_merged", "error", "message", "model", "usage")
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
         self.model: str | None = None
         self.error = False
+        self.message: dict[str, Any] | None = None
+        """``message_start``'s ``id`` and ``diagnostics`` (cache diagnostics chaining)."""
         self._merged: dict[str, Any] = {}
 
     def process(self, block: bytes) -> bytes:
@@ -109,6 +111,7 @@ class AnthropicTap:
         if kind == "message_start":
             message = data.get("message")
             if isinstance(message, dict):
+                self.message = {k: message[k] for k in ("id", "diagnostics") if k in message}
                 if isinstance(message.get("model"), str):
                     self.model = message["model"]
                 if isinstance(message.get("usage"), dict):

@@ -14,6 +14,7 @@ from aiohttp import web
 from promptcache.sidecar.backlog import Backlog
 from promptcache.sidecar.config import SidecarSettings
 from promptcache.sidecar.context import ContextFetcher, ContextMetrics
+from promptcache.sidecar.diagnostics import Chain
 from promptcache.sidecar.metrics import Metrics
 from promptcache.sidecar.planner import Planner
 from promptcache.sidecar.policy_watch import PolicyWatch
@@ -39,6 +40,12 @@ class SidecarState:
     upstreams: dict[Family, Upstream] = field(default_factory=dict)
     refused: RefusedAdditions = field(default_factory=RefusedAdditions)
     """What each upstream refused of the fields the sidecar adds (no second request later)."""
+    chain: Chain = field(default_factory=Chain)
+    """Anthropic response ids by the conversation they answered (diagnostics chaining)."""
+
+    def diagnostics_on(self, spec_value: bool | None) -> bool:
+        """Chaining for a call: the sidecar flag, unless the policy opts out."""
+        return self.settings.anthropic_diagnostics and spec_value is not False
 
     @property
     def ready(self) -> bool:

@@ -424,6 +424,11 @@ class AnthropicCache:
         self.store.clear()
         self._fingerprints.clear()
 
+    @property
+    def fingerprints(self) -> int:
+        """Requests whose diagnostics fingerprint is kept (they carried ``diagnostics``)."""
+        return len(self._fingerprints)
+
     def diagnostics(self, prompt: AnthropicPrompt, message_id: str) -> dict[str, Any] | None:
         """The response's ``diagnostics`` for ``prompt``, stored under ``message_id``.
 

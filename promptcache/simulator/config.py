@@ -136,6 +136,8 @@ class SimConfig:
     """TTLs and rate windows run on simulated time (real time / time_scale) or wall time."""
     clock: Callable[[], float] | None = None
     """Overrides the cache clock (tests pass a ``ManualClock``)."""
+    keep_bodies: int = 0
+    """Keep the last N request bodies as received (tests read what a proxy forwarded)."""
     require_auth: bool = False
     """Refuse (401) API requests without a key, as the providers do: ``x-api-key`` or
     ``Authorization: Bearer``. Off by default so raw HTTP tests need no key."""

@@ -19,7 +19,7 @@ import json
 import logging
 import random
 import string
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -96,6 +96,8 @@ class Simulation:
         self.faults = Faults(config.faults, seed=config.seed)
         self._lanes = asyncio.Semaphore(max(1, config.latency.prefill_lanes))
         self._seq = 0
+        self.bodies: deque[Any] = deque(maxlen=max(1, config.keep_bodies))
+        """The last ``keep_bodies`` request bodies (empty unless asked for)."""
         self.auth_seen: Counter[str] = Counter()
         """API requests by how they authenticated: bearer, x-api-key, none."""
 
@@ -208,7 +210,7 @@ class Simulation:
             return False
         return True
 
-    def _authenticate(self, headers: Mapping[str, str], dialect: Dialect) -> None:
+    def authenticate(self, headers: Mapping[str, str], dialect: Dialect) -> None:
         """Count the auth scheme; with ``require_auth``, refuse a request without a key.
 
         Anthropic's SDK 2.x sends ``Authorization: Bearer``, older ones ``x-api-key``; the
@@ -256,13 +258,15 @@ class Simulation:
                     ctx = dataclasses.replace(ctx, abort_during=True)
                 else:
                     raise fault_error(fault.kind, dialect=route.dialect, retry_after_s=fault.arg)
-            self._authenticate(request.headers, route.dialect)
+            self.authenticate(request.headers, route.dialect)
             try:
                 body = json.loads(raw)
             except ValueError as exc:
                 raise invalid_request(
                     f"There was an error parsing the body as JSON: {exc}"
                 ) from exc
+            if self.config.keep_bodies:
+                self.bodies.append(body)
             prompt = route.parse(body, request.headers)
             prefilled = await self.prefill(ctx, route.api, lambda now: route.resolve(prompt, now))
             served = await route.respond(request, prompt, prefilled, ctx)

@@ -5,11 +5,13 @@ can drive it through aiohttp's utilities; ``SimServer`` runs it on a loopback po
 inside the caller's event loop (the demo, local tests); ``promptcache simulate`` runs it
 as its own process. Besides the provider routes it serves ``GET /metrics``
 (Prometheus text from its own registry), ``GET /sim/stats`` (the same totals as JSON),
-``POST /sim/reset`` (empty caches, zero counters) and ``GET /healthz``.
+``POST /sim/reset`` (empty caches, zero counters), ``GET /healthz`` and, for clients
+that count before they send, ``POST /v1/messages/count_tokens``.
 """
 
 from __future__ import annotations
 
+import json
 import types
 from typing import Any
 
@@ -17,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .anthropic_api import messages_route
+from .anthropic_cache import VERSION_2023, parse_request
 from .config import SimConfig
 from .engine import Route, Simulation
 from .errors import ApiError, error_response
@@ -44,6 +47,7 @@ def stats(sim: Simulation) -> dict[str, Any]:
     """Totals since start or the last reset, plus cache sizes (``GET /sim/stats``)."""
     result = sim.recorder.stats.as_dict()
     result["auth"] = dict(sim.auth_seen)
+    result["diagnostics_fingerprints"] = sim.anthropic.fingerprints
     result["cache_entries"] = {
         "anthropic": len(sim.anthropic.store),
         "openai": [len(store) for store in sim.openai.machines],
@@ -66,6 +70,24 @@ async def _reset(request: web.Request) -> web.Response:
     return web.json_response({"reset": True})
 
 
+async def _count_tokens(request: web.Request) -> web.Response:
+    """``POST /v1/messages/count_tokens``: the request's input tokens, nothing cached."""
+    sim = request.app[SIMULATION]
+    try:
+        sim.authenticate(request.headers, "anthropic")
+        try:
+            body = json.loads(await request.read())
+        except ValueError as exc:
+            raise ApiError(400, "invalid_request_error", f"invalid JSON: {exc}") from exc
+        if isinstance(body, dict):
+            body.setdefault("max_tokens", 1)
+        version = request.headers.get("anthropic-version", VERSION_2023)
+        prompt = parse_request(body, version=version)
+    except ApiError as err:
+        return error_response(err, dialect="anthropic", request_id="req_count_tokens")
+    return web.json_response({"input_tokens": prompt.total_tokens})
+
+
 async def _healthz(request: web.Request) -> web.Response:
     del request
     return web.Response(text="ok")
@@ -82,6 +104,7 @@ def create_app(config: SimConfig) -> web.Application:
     sim = Simulation(config)
     app[SIMULATION] = sim
     app.router.add_post("/v1/messages", _handler(sim, messages_route(sim)))
+    app.router.add_post("/v1/messages/count_tokens", _count_tokens)
     app.router.add_post("/v1/chat/completions", _handler(sim, chat_route(sim)))
     app.router.add_post("/v1/responses", _handler(sim, responses_route(sim)))
     app.router.add_get("/metrics", _metrics)

@@ -152,6 +152,11 @@ async def test_no_policy_learns_a_timestamp_first_prompt_and_reads_from_the_thir
         for i in range(6):
             await app.ask(stamped(static, i), f"Question number {i}: where is my parcel?")
         shapes = await templates(sidecar.admin_url)
+        metrics = await get_text(sidecar.admin_url + "/metrics")
+    # Shapes only: no word of the prompt, the questions or the timestamps is shown.
+    shown = json.dumps(shapes) + metrics
+    for text in ("support rule", static.split()[3], "Current time", "req-0000", "parcel"):
+        assert text not in shown
     reads = [u.cache_read for u in app.usages]
     print("cache reads per request:", reads)
     assert reads[0] == 0

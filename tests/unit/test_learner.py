@@ -156,3 +156,41 @@ def test_shapes_hold_no_text() -> None:
     shown = repr(learner.shapes())
     assert "secret" not in shown
     assert "Section" not in shown
+
+
+def test_a_tool_list_sent_in_changing_order_is_learned_and_sorted() -> None:
+    from promptcache.sidecar.planner import Planner, PlanRequest
+
+    tools = [
+        {"name": n, "description": f"tool {n}", "input_schema": {"type": "object"}}
+        for n in ("search", "order_status", "refund", "escalate")
+    ]
+    planner = Planner()
+    sent = []
+    hashes = []
+    for i in range(6):
+        shuffled = random.Random(i).sample(tools, len(tools))
+        body = {
+            "model": "claude-sonnet-4-6",
+            "max_tokens": 5,
+            "tools": shuffled,
+            "system": f"Now: {i}\n{STATIC}",
+            "messages": [{"role": "user", "content": f"q{i}"}],
+        }
+        plan = planner.plan(PlanRequest(route="messages", body=body, now=float(i)))
+        sent.append([t["name"] for t in plan.body["tools"]])
+        hashes.append(plan.static_hash)
+    # Seen once in each of two orders: sorted from the second request on.
+    assert all(names == sorted(names) for names in sent[1:])
+    assert len(set(hashes[3:])) == 1  # and the learned static prefix is stable
+    # The same app sending one order only is left alone.
+    steady = Planner()
+    for i in range(3):
+        body = {
+            "model": "m",
+            "max_tokens": 5,
+            "tools": tools,
+            "messages": [{"role": "user", "content": "q"}],
+        }
+        plan = steady.plan(PlanRequest(route="messages", body=body, now=float(i)))
+        assert [t["name"] for t in plan.body["tools"]] == [t["name"] for t in tools]

@@ -13,7 +13,7 @@ import pytest
 
 from promptcache.policy import PolicySpec, parse_policy
 from promptcache.sidecar.planner import ContextBlock, Plan, Planner, PlanRequest
-from promptcache.simulator.anthropic_cache import parse_request
+from promptcache.simulator.anthropic_cache import VERSION_2026, parse_request
 
 STATIC = "Static instructions for the support agent. " * 120  # ~5,200 chars, ~1,300 tokens
 LONG = "A long earlier turn of the conversation. " * 60  # ~600 tokens
@@ -59,7 +59,7 @@ def plan(
         PlanRequest(route="messages", body=b, policy_name="p", policy=spec, context=context)
     )
     assert b == before, "the planner mutated its input"
-    parse_request(p.body)  # the simulator's API validation
+    parse_request(p.body, version=VERSION_2026)  # the simulator's API validation
     return p
 
 
@@ -174,9 +174,14 @@ def test_no_5m_marker_before_a_client_1h_marker() -> None:
         "content": [{"type": "text", "text": LONG, "cache_control": cc("1h")}],
     }
     p = plan(body(messages=msgs), policy(staticBlocks=[match_static()]))
-    # system (5m) would precede the client's 1h entry: left out; history (after it) placed.
-    assert markers(p.body) == [("messages[0].content[0]", "1h"), ("messages[1].content[0]", "5m")]
-    assert any("client 1h marker follows" in n for n in p.notes)
+    # A 5m system marker cannot precede the client's 1h entry: it becomes 1h (longer TTLs
+    # first) rather than leave the static prefix without a marker; history follows at 5m.
+    assert markers(p.body) == [
+        ("system[0]", "1h"),
+        ("messages[0].content[0]", "1h"),
+        ("messages[1].content[0]", "5m"),
+    ]
+    assert any("precede a client 1h marker; using 1h" in n for n in p.notes)
 
 
 def test_1h_static_block_before_a_5m_one_gets_its_own_marker() -> None:
@@ -373,10 +378,82 @@ def test_context_goes_after_leading_tool_results() -> None:
     ]
     p = plan(body(messages=msgs), context=(ContextBlock("profile", "gold tier"),))
     content = p.body["messages"][2]["content"]
-    assert [blk["type"] for blk in content] == ["tool_result", "text"]
-    assert content[1]["text"] == '<context name="profile">\ngold tier\n</context>'
+    # A turn of tool results only stays one (text beside them would start a new user
+    # turn: the loop's thinking dropped, the cached messages tier changed); this model
+    # takes no mid-conversation system message, so the context goes inside the result.
+    assert [blk["type"] for blk in content] == ["tool_result"]
+    assert content[0]["content"] == [
+        {"type": "text", "text": "42"},
+        {"type": "text", "text": '<context name="profile">\ngold tier\n</context>'},
+    ]
+    assert len(p.body["messages"]) == 3
     # The history marker skips nothing cacheable: it sits on the tool_use block.
     assert ("messages[1].content[1]", "5m") in markers(p.body)
+    # Planning the planned body again changes nothing more.
+    again = plan(p.body, context=(ContextBlock("profile", "gold tier"),))
+    assert again.body["messages"] == p.body["messages"]
+
+
+def test_context_in_a_tool_loop_is_a_system_message_where_the_model_takes_one() -> None:
+    msgs = [
+        {"role": "user", "content": LONG},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                {"type": "tool_use", "id": "t1", "name": "lookup", "input": {}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "42"}],
+        },
+    ]
+    request = body(messages=msgs) | {"model": "claude-opus-4-8"}
+    p = plan(request, context=(ContextBlock("profile", "gold tier"),))
+    out = p.body["messages"]
+    assert out[2] == msgs[2]  # the tool results untouched
+    assert out[3] == {
+        "role": "system",
+        "content": [{"type": "text", "text": '<context name="profile">\ngold tier\n</context>'}],
+    }
+    assert plan(p.body, context=(ContextBlock("profile", "gold tier"),)).body == p.body
+
+
+def test_markers_nested_in_tool_results_take_slots() -> None:
+    nested = {"type": "text", "text": "result", "cache_control": cc()}
+    msgs = [
+        {"role": "user", "content": [{"type": "text", "text": LONG, "cache_control": cc()}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "t1", "name": "x", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": [nested, dict(nested)]},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "t2", "name": "x", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "t2", "content": [nested]}],
+        },
+    ]
+    # Four app markers, one of them two levels down: the planner adds none (a fifth is
+    # the provider's 400), and the simulator (which counts them all) accepts the result.
+    p = plan(body(messages=msgs), policy(staticBlocks=[match_static()]))
+    assert "system" not in {path.split("[")[0] for path, _ in markers(p.body)}
+    assert any("all 4 slots in use" in n for n in p.notes)
+
+
+def test_automatic_1h_cache_control_gets_a_compatible_static_marker() -> None:
+    p = plan(body(messages=conversation()) | {"cache_control": {"type": "ephemeral", "ttl": "1h"}})
+    assert ("system[0]", "1h") in markers(p.body)
+    assert p.body["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
 
 
 def test_context_goes_after_a_client_marked_block_of_the_newest_message() -> None:
@@ -432,3 +509,23 @@ def test_a_rewritten_system_string_stays_a_string_without_a_marker() -> None:
     assert p.body["messages"][0]["content"][0]["text"] == (
         f'<context name="datetime">\nNow: {STAMP}\n</context>'
     )
+
+
+def test_no_second_system_message_after_the_apps_own() -> None:
+    msgs = [
+        {"role": "user", "content": LONG},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "t1", "name": "x", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "42"}],
+        },
+        {"role": "system", "content": "The app's own reminder."},
+    ]
+    request = body(messages=msgs) | {"model": "claude-opus-4-8"}
+    p = plan(request, context=(ContextBlock("profile", "gold tier"),))
+    out = p.body["messages"]
+    assert [m["role"] for m in out] == ["user", "assistant", "user", "system"]
+    assert out[2]["content"][0]["content"][-1]["text"].startswith('<context name="profile">')

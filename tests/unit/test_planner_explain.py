@@ -77,6 +77,18 @@ def test_explain_marks_breakpoints_and_context(
     assert any("[context after the cached prefix: system]" in line for line in lines)
     assert "breakpoints: system@system[0](5m), history@messages[1].content[0](5m)" in out
     assert "relocated: unmatched_system system[0]@0+45" in out
+    assert "cache diagnostics: with the sidecar's --anthropic-diagnostics" in out
+
+
+def test_explain_says_when_a_policy_opts_out_of_cache_diagnostics(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = files / "policy.yaml"
+    policy.write_text(policy.read_text() + "  anthropicDiagnostics: false\n")
+    assert main(["explain", "--policy", str(policy), str(files / "request.json")]) == 0
+    assert "cache diagnostics: off for this policy" in capsys.readouterr().out
+    assert main(["policy", "check", str(policy)]) == 0
+    assert "cache diagnostics: off for this policy" in capsys.readouterr().out
 
 
 def test_explain_json_prints_the_rewritten_body(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from promptcache.policy import parse_policy
 from promptcache.sidecar.planner import Planner, PlanRequest
 from promptcache.sidecar.planner.guard import FIRST_BACKOFF, Guard, GuardNote
 from promptcache.usage import Usage
@@ -95,4 +96,36 @@ def test_the_planner_stops_marking_a_prefix_whose_writes_are_not_read() -> None:
         plan = planner.plan(PlanRequest(route="messages", body=body(system), now=float(i)))
         marked.append(bool(plan.breakpoints))
         planner.record_outcome(plan, Usage(uncached=3, cache_write_5m=2200), float(i) + 0.5)
+    assert marked == [True, True, False, False, False, False]
+
+
+def test_sidecar_observe_mode_applies_unless_the_policy_sets_its_own() -> None:
+    system = "Now: 1\n" + "Static instructions for the agent. " * 300
+    silent = parse_policy({"provider": "anthropic"})
+    enforcing = parse_policy({"provider": "anthropic", "mode": "enforce"})
+    planner = Planner(observe=True)
+    for spec, observed in ((None, True), (silent, True), (enforcing, False)):
+        plan = planner.plan(
+            PlanRequest(route="messages", body=body(system), policy_name="p", policy=spec)
+        )
+        assert plan.observe_only is observed
+
+
+def test_the_guard_withdraws_an_unread_gpt_5_6_breakpoint() -> None:
+    """GPT-5.6 writes cost 1.25x: an explicit breakpoint whose writes are never read goes."""
+    planner = Planner(learning=False)
+    marked = []
+    for i in range(6):
+        system = f"Now: {i}\n" + "Static instructions for the agent. " * 300
+        request: dict[str, Any] = {
+            "model": "gpt-5.6-terra",
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": "q"}],
+        }
+        plan = planner.plan(PlanRequest(route="chat", body=request, now=float(i)))
+        system_content = plan.body["messages"][0]["content"]
+        marked.append(
+            isinstance(system_content, list)
+            and any("prompt_cache_breakpoint" in part for part in system_content)
+        )
+        planner.record_outcome(plan, Usage(uncached=3, cache_write_5m=2600), float(i) + 0.5)
     assert marked == [True, True, False, False, False, False]

@@ -188,3 +188,65 @@ def test_observe_mode_keeps_the_request() -> None:
 def test_rejects_a_body_without_messages() -> None:
     with pytest.raises(ValueError, match="messages"):
         Planner().plan(PlanRequest(route="chat", body={"model": "gpt-4o"}))
+
+
+# --- GPT-5.6+: explicit breakpoints at the stable boundary ---------------------------------
+
+
+def _breakpoints(b: dict[str, Any], key: str = "messages") -> list[tuple[int, int]]:
+    found: list[tuple[int, int]] = []
+    for i, item in enumerate(b.get(key) or []):
+        content = item.get("content") if isinstance(item, dict) else None
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            if isinstance(part, dict) and "prompt_cache_breakpoint" in part:
+                found.append((i, j))
+    return found
+
+
+def test_gpt_5_6_gets_a_breakpoint_at_the_end_of_the_static_part() -> None:
+    p = plan("chat", chat(model="gpt-5.6-terra"), policy())
+    system = p.body["messages"][0]["content"]
+    assert _breakpoints(p.body) == [(0, 0)]
+    assert system[0]["text"].startswith(STATIC)
+    assert system[0]["prompt_cache_breakpoint"] == {"mode": "explicit"}
+    assert "prompt_cache_options" not in p.body
+    # The model reads the same text as before (parts are concatenated).
+    again = plan("chat", chat(model="gpt-4o"), policy())
+    assert "".join(part["text"] for part in system) == again.body["messages"][0]["content"]
+    assert plan("chat", p.body, policy()).body == p.body
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [("gpt-4o", "openai"), ("gpt-5.5", "openai"), ("gpt-5.6-terra", "openai-compatible")],
+)
+def test_no_breakpoint_where_the_field_is_unknown(model: str, provider: str) -> None:
+    p = plan("chat", chat(model=model), policy(provider=provider))
+    assert _breakpoints(p.body) == []
+
+
+def test_an_app_breakpoint_is_left_alone() -> None:
+    b = chat(model="gpt-5.6-terra")
+    b["messages"][1] = {
+        "role": "user",
+        "content": [{"type": "text", "text": "q", "prompt_cache_breakpoint": {"mode": "explicit"}}],
+    }
+    assert _breakpoints(plan("chat", b, policy()).body) == [(1, 0)]
+
+
+def test_an_app_in_explicit_mode_is_left_alone() -> None:
+    b = chat(model="gpt-5.6-terra", prompt_cache_options={"mode": "explicit"})
+    assert _breakpoints(plan("chat", b, policy()).body) == []
+
+
+def test_responses_system_item_gets_the_breakpoint() -> None:
+    b = {
+        "model": "gpt-5.6-sol",
+        "input": [
+            {"role": "developer", "content": LEGACY_SYSTEM},
+            {"role": "user", "content": "Where is my order?"},
+        ],
+    }
+    p = plan("responses", b, policy())
+    assert _breakpoints(p.body, "input") == [(0, 0)]
+    assert p.body["input"][0]["content"][0]["type"] == "input_text"

@@ -78,10 +78,7 @@ def test_suggested_policy_passes_check_and_plans_like_the_learner(
 
     policy = load_policy_file(out / "agent.local.yaml")
     learner, pinned = Planner(), Planner(learning=False)
-    for i, body in enumerate(requests()):  # the learner learns them, as suggest did ...
-        learner.plan(PlanRequest(route="messages", body=body, now=float(i)))
-    compared = 0
-    for i, body in enumerate(requests(), 100):  # ... then both plan them
+    for i, body in enumerate(requests()):  # in order, as suggest saw them
         learned = learner.plan(PlanRequest(route="messages", body=body, now=float(i)))
         by_policy = pinned.plan(
             PlanRequest(
@@ -92,17 +89,17 @@ def test_suggested_policy_passes_check_and_plans_like_the_learner(
                 now=float(i),
             )
         )
-        if learned.learned is None:
+        if i < 3:  # learning: the customer block looked stable within the first conversation
             continue
-        compared += 1
+        assert learned.learned is not None
         assert by_policy.static_hash == learned.static_hash
         assert [b.path for b in by_policy.breakpoints] == [b.path for b in learned.breakpoints]
-        kept_by_policy = by_policy.body["system"]
-        kept_learned = learned.body["system"]
-        assert json.dumps(kept_by_policy).count("Zanzibar") == json.dumps(kept_learned).count(
-            "Zanzibar"
-        )
-    assert compared == 9
+        kept = [json.dumps(p.body["system"]).count("Zanzibar") for p in (learned, by_policy)]
+        # The learner decides what a conversation keeps on the first turn it sees of it,
+        # from what it knows then: from the third conversation on, it keeps the customer
+        # block in place from the first turn, as the policy's keepInPlace rule does.
+        if i >= 6:
+            assert kept[0] == kept[1] == 1
 
 
 def test_explain_templates_prints_shapes_and_never_text(

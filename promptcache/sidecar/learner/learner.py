@@ -42,6 +42,8 @@ MAX_CANDIDATES = 32
 """Prompts seen once, kept to be recognised the second time."""
 MAX_UNITS = 32_768
 """Anchors (unit hashes) held in all templates together: about 4 MB with the index."""
+TOOL_LISTS = 64
+"""Tool lists (by their set of names) whose order the learner remembers."""
 RECENT = 4
 """Templates per partition tried first by the fast path."""
 MATCH_SHARE = 0.5
@@ -98,6 +100,9 @@ class Learner:
         self._weights: dict[str, dict[int, int]] = {}
         self._units = 0
         self._serial = 0
+        self._tool_orders: dict[tuple[tuple[str, str], int], tuple[tuple[str, ...], bool]] = {}
+        """Per (route, model, set of tool names): the order first seen, and whether the
+        app has sent another since."""
         self._recent: dict[Partition, list[str]] = {}
         """Per partition, the templates used last (tried first, by ``Template.fit``)."""
 
@@ -218,6 +223,25 @@ class Learner:
                     del self._index[h]
         self._weights.pop(tid, None)
         self._units -= len(anchors)
+
+    # ------------------------------------------------------------------ tool lists
+    def tool_order(self, scope: tuple[str, str], names: tuple[str, ...]) -> bool:
+        """Whether to send these tools sorted by name: ``True`` once the app was seen
+        sending the same tools (by name) in another order within ``scope`` (route,
+        model). A tool list whose order changes makes every prefix unique, though
+        nothing in it changed; sorted, it is byte-stable again."""
+        key = (scope, hash(tuple(sorted(names))))
+        seen = self._tool_orders.get(key)
+        if seen is None:
+            self._tool_orders[key] = (names, False)
+            while len(self._tool_orders) > TOOL_LISTS:
+                del self._tool_orders[next(iter(self._tool_orders))]
+            return False
+        first, unstable = seen
+        if not unstable and names != first:
+            unstable = True
+            self._tool_orders[key] = (first, True)
+        return unstable
 
     # ------------------------------------------------------------------ measuring
     def record(self, template_id: str, *, expected: int, read: int, total_input: int) -> None:

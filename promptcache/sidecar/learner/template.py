@@ -3,12 +3,13 @@
 A template is what requests of one prompt have in common. Its *anchors* are the units
 (``units.py``) found byte-identical, in the same order, in every request it learned
 from; between two anchors (and before the first, after the last) may sit a *gap*: units
-that differed at least once. Within a gap, a unit is *per conversation* when it came
-back identical on every turn so far of the request's conversation, and *per request*
-otherwise. On a conversation's first turn a unit stays only when its *label* (the text
-before ``": "``, as in ``Customer: Ada``) was seen unchanged across the turns of other
-conversations and never changing within one; else the first turn relocates it (the
-cautious default: moving text behind the history never breaks caching of the rest).
+that differed at least once. Which gap units stay in place (*per conversation*) and
+which move behind the history (*per request*) is decided once per conversation, on the
+first turn the template sees of it: a unit whose *label* (the text before ``": "``, as
+in ``Customer: Ada``) was seen unchanged across the turns of other conversations, and
+never changing within one, stays; the rest moves (the cautious default: moving text
+behind the history never breaks the caching of the rest). Later turns keep what was kept
+then, so the text kept in the conversation's cached prefix never changes mid-way.
 
 Learning only ever turns anchors into gaps, never back, so a span that keeps changing
 never becomes part of a static prefix again; a prompt that
@@ -28,8 +29,10 @@ from typing import Literal
 from promptcache.sidecar.learner.units import Units, split_units
 
 GapKind = Literal["request", "conversation", "mixed"]
-CONVERSATIONS_PER_GAP = 16
-"""Conversations whose last gap content a gap remembers (to tell the two kinds apart)."""
+CONVERSATIONS = 256
+"""Conversations a template remembers (what it keeps in place for each, and its labels)."""
+LABELS_PER_TURN = 32
+"""Labels remembered per conversation turn."""
 MAX_LABELS = 256
 """Labels a gap remembers (kept or changed) before it forgets them all."""
 LABEL_MAX = 40
@@ -42,88 +45,34 @@ MAX_GAPS = 32
 
 @dataclass(slots=True)
 class Gap:
-    """A stretch between two anchors that has changed at least once.
+    """A stretch between two anchors that has changed at least once (sizes for reports;
+    which of its units stay in place is decided per conversation by the template)."""
 
-    Which of its units stay in place is decided per conversation: a unit present on
-    every turn so far of the request's conversation (the running intersection of the
-    unit hashes this gap held) is per conversation; any other unit is per request. The
-    first turn of a conversation therefore relocates the whole gap, later turns keep
-    the units that have not changed (a customer profile) and relocate the rest
-    (retrieved text, a timestamp).
-    """
-
-    by_conversation: OrderedDict[int, tuple[frozenset[int], dict[int, int]]] = field(
-        default_factory=OrderedDict
-    )
-    """Conversation key -> (unit hashes present on every turn so far, label -> unit hash
-    on the last turn), bounded."""
-    labels_kept: set[int] = field(default_factory=set)
-    """Labels (hash of the text before ``": "``) of units seen unchanged across the turns
-    of a conversation: such a unit stays in place from a conversation's first turn."""
-    labels_changed: set[int] = field(default_factory=set)
-    """Labels of units seen changing within a conversation: never kept by label."""
     chars: int = 0
     """Length of its content in the last request, characters."""
     kept_chars: int = 0
     """Of which kept in place (per conversation) in the last request."""
 
     def merge(self, other: Gap) -> None:
-        for conv, (units, labels) in other.by_conversation.items():
-            mine = self.by_conversation.get(conv)
-            self.by_conversation[conv] = (
-                (units, labels) if mine is None else (mine[0] | units, {**mine[1], **labels})
-            )
-        self.labels_kept |= other.labels_kept
-        self.labels_changed |= other.labels_changed
-        self.labels_kept -= self.labels_changed
-
-    def observe(
-        self, conversation: int | None, hashes: tuple[int, ...], labels: list[int | None]
-    ) -> frozenset[int]:
-        """Record this gap's units on one turn; return the ones that stay in place."""
-        by_label = {lab: h for h, lab in zip(hashes, labels, strict=True) if lab is not None}
-        known = frozenset(
-            h
-            for h, lab in zip(hashes, labels, strict=True)
-            if lab is not None and lab in self.labels_kept and lab not in self.labels_changed
-        )
-        if conversation is None:
-            return known
-        seen = frozenset(hashes)
-        before = self.by_conversation.get(conversation)
-        if before is None:
-            kept = known
-            self.by_conversation[conversation] = (seen, by_label)
-        else:
-            kept = before[0] & seen
-            for lab, h in by_label.items():
-                old = before[1].get(lab)
-                if old is None:
-                    continue
-                if old == h:
-                    self.labels_kept.add(lab)
-                else:
-                    self.labels_changed.add(lab)
-            self.labels_kept -= self.labels_changed
-            kept |= frozenset(
-                h
-                for h, lab in zip(hashes, labels, strict=True)
-                if lab is not None and lab in self.labels_kept
-            )
-            if len(self.labels_kept) > MAX_LABELS or len(self.labels_changed) > MAX_LABELS:
-                self.labels_kept.clear()
-                self.labels_changed.clear()
-            self.by_conversation[conversation] = (kept, by_label)
-        self.by_conversation.move_to_end(conversation)
-        while len(self.by_conversation) > CONVERSATIONS_PER_GAP:
-            self.by_conversation.popitem(last=False)
-        return kept
+        self.chars += other.chars
+        self.kept_chars += other.kept_chars
 
     @property
     def kind(self) -> GapKind:
         if not self.kept_chars:
             return "request"
         return "conversation" if self.kept_chars == self.chars else "mixed"
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """One gap's units in one request, waiting to be classified."""
+
+    gap: Gap
+    base: int
+    hashes: tuple[int, ...]
+    ends: Sequence[int]
+    """Relative to ``base``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +123,16 @@ class Template:
     """Cached tokens the plans under this template expected (measured hit rate)."""
     hits_read: int = 0
     input_tokens: int = 0
+    conversations: OrderedDict[int, tuple[frozenset[int], dict[int, int]]] = field(
+        default_factory=OrderedDict
+    )
+    """Conversation key -> (units kept in place for it, label -> unit hash on its last
+    turn); least recently seen out past ``CONVERSATIONS``."""
+    labels_kept: set[int] = field(default_factory=set)
+    """Labels (hash of the text before ``": "``) of units seen unchanged across the turns
+    of a conversation: such a unit stays in place from a new conversation's first turn."""
+    labels_changed: set[int] = field(default_factory=set)
+    """Labels seen changing within a conversation, or twice in one request: never kept."""
     stretches: list[str] | None = None
     """Text of the stable stretches the last request held (for ``fit``; bounded by
     ``STRETCH_CHARS``). Kept in memory only, never shown."""
@@ -240,6 +199,7 @@ class Template:
         stable: list[tuple[int, int]] = []
         conv: list[tuple[int, int]] = []
         req: list[tuple[int, int]] = []
+        pending: list[_Pending] = []
         for k in range(len(pairs) + 1):
             if k > 0:
                 r = bounds[k]
@@ -253,7 +213,8 @@ class Template:
             lo, hi = bounds[k] + 1, bounds[k + 1]
             base = units.start(lo) if lo < len(units) else len(text)
             ends = [units.ends[r] - base for r in range(lo, hi)]
-            self._observe(here, text, base, units.hashes[lo:hi], ends, conversation, conv, req)
+            pending.append(_Pending(here, base, units.hashes[lo:hi], ends))
+        self._classify(text, pending, conversation, conv, req)
         self._remember(text, stable, len(pairs))
         return _split(self, stable, conv, req)
 
@@ -292,6 +253,7 @@ class Template:
             return None
         conv: list[tuple[int, int]] = []
         req: list[tuple[int, int]] = []
+        pending: list[_Pending] = []
         edges = [(0, spans[0][0])]
         edges.extend((spans[i][1], spans[i + 1][0]) for i in range(len(spans) - 1))
         edges.append((pos, len(text)))
@@ -299,38 +261,82 @@ class Template:
             if key is None:
                 continue
             units = split_units(text[start:end])
-            self._observe(
-                self.gaps[key], text, start, units.hashes, units.ends, conversation, conv, req
-            )
+            pending.append(_Pending(self.gaps[key], start, units.hashes, units.ends))
+        self._classify(text, pending, conversation, conv, req)
         self.samples += 1
         return _split(self, spans, conv, req)
 
-    @staticmethod
-    def _observe(
-        gap: Gap,
+    def _classify(
+        self,
         text: str,
-        base: int,
-        hashes: tuple[int, ...],
-        ends: Sequence[int],
+        pending: list[_Pending],
         conversation: int | None,
         conv: list[tuple[int, int]],
         req: list[tuple[int, int]],
     ) -> None:
-        """One request's units of ``gap`` (``ends`` relative to ``base``): which stay."""
-        starts = [0, *ends[:-1]]
-        if gap.labels_kept or (conversation is not None and conversation in gap.by_conversation):
-            labels = [label_of(text, base + a, base + b) for a, b in zip(starts, ends, strict=True)]
-        else:  # nothing to learn or apply by label on this turn: skip computing them
-            labels = [None] * len(hashes)
-        stay = gap.observe(conversation, hashes, labels)
-        gap.chars = gap.kept_chars = 0
-        for h, a, b in zip(hashes, starts, ends, strict=True):
-            gap.chars += b - a
-            if h in stay:
-                gap.kept_chars += b - a
-                _extend(conv, base + a, base + b)
+        """Which gap units of one request stay in place (per conversation) and which move.
+
+        Decided once per conversation, on the first turn the template sees of it: units
+        whose label is known to stay the same within a conversation stay, the rest move;
+        later turns keep what was kept then (while it is still there) and nothing else,
+        so the text kept in the cached prefix never changes mid-conversation. Each turn
+        teaches labels: the same label with the same unit as the conversation's previous
+        turn stays, with another unit (or twice in one request) changes.
+        """
+        state = self.conversations.get(conversation) if conversation is not None else None
+        need_labels = bool(self.labels_kept) or state is not None
+        units: list[tuple[_Pending, int, int, int, int | None]] = []
+        for item in pending:
+            start = 0
+            for h, end in zip(item.hashes, item.ends, strict=True):
+                a, b = item.base + start, item.base + end
+                units.append((item, h, a, b, label_of(text, a, b) if need_labels else None))
+                start = end
+        by_label: dict[int, int] = {}
+        for _, h, _, _, lab in units:
+            if lab is None:
+                continue
+            if lab in by_label:
+                self.labels_changed.add(lab)
+            by_label[lab] = h
+        kept_labels = self.labels_kept - self.labels_changed
+        known = frozenset(h for _, h, _, _, lab in units if lab is not None and lab in kept_labels)
+        if conversation is None:
+            kept = known
+        elif state is None:
+            kept = known
+            self._remember_conversation(conversation, kept, by_label)
+        else:
+            decided, before = state
+            kept = decided & frozenset(h for _, h, _, _, _ in units)
+            for lab, h in by_label.items():
+                old = before.get(lab)
+                if old is not None:
+                    (self.labels_kept if old == h else self.labels_changed).add(lab)
+            self.labels_kept -= self.labels_changed
+            if len(self.labels_kept) > MAX_LABELS or len(self.labels_changed) > MAX_LABELS:
+                self.labels_kept.clear()
+                self.labels_changed.clear()
+            self._remember_conversation(conversation, decided, by_label)
+        for item in pending:
+            item.gap.chars = item.gap.kept_chars = 0
+        for item, h, a, b, _ in units:
+            item.gap.chars += b - a
+            if h in kept:
+                item.gap.kept_chars += b - a
+                _extend(conv, a, b)
             else:
-                _extend(req, base + a, base + b)
+                _extend(req, a, b)
+
+    def _remember_conversation(
+        self, conversation: int, kept: frozenset[int], labels: dict[int, int]
+    ) -> None:
+        if len(labels) > LABELS_PER_TURN:
+            labels = dict(list(labels.items())[:LABELS_PER_TURN])
+        self.conversations[conversation] = (kept, labels)
+        self.conversations.move_to_end(conversation)
+        while len(self.conversations) > CONVERSATIONS:
+            self.conversations.popitem(last=False)
 
     @property
     def fragmented(self) -> bool:

@@ -22,7 +22,7 @@ from promptcache.sidecar.planner.common import LOOKBACK_BLOCKS, Env, PlanError, 
 from promptcache.sidecar.planner.markers import AUTOMATIC_POS, Marker, marker_json, place, ttl_of
 from promptcache.sidecar.planner.system import Piece, Source
 from promptcache.sidecar.planner.ttl import TTL_SECONDS
-from promptcache.sidecar.planner.turns import newest_user
+from promptcache.sidecar.planner.turns import newest_user, role_of
 from promptcache.sidecar.planner.types import Diagnostics, Plan, Ttl
 from promptcache.tokens import estimate_json, estimate_text
 
@@ -111,6 +111,68 @@ def _with_context(message: dict[str, Any], ctx: str) -> dict[str, Any] | None:
     return {**message, "content": [*content[:at], block, *content[at:]]}
 
 
+def _tool_results_only(message: Any) -> bool:
+    """A user turn that only returns tool results: the middle of an agent's tool loop."""
+    content = message.get("content") if isinstance(message, dict) else None
+    return (
+        isinstance(content, list)
+        and bool(content)
+        and all(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
+    )
+
+
+def _in_tool_result(message: dict[str, Any], ctx: str) -> dict[str, Any] | None:
+    """``message`` (tool results only) with ``ctx`` as a text block inside its last tool
+    result; ``None`` when it is already there.
+
+    A text block beside the tool results would make Anthropic treat the turn as a new user
+    turn (thinking from earlier in the loop is dropped) and change the cached messages
+    tier; inside the result the turn stays a tool-loop continuation.
+    """
+    content = list(message["content"])
+    last = content[-1]
+    inner = last.get("content")
+    block = {"type": "text", "text": ctx}
+    if inner is None or inner == "":
+        parts: list[Any] = [block]
+    elif isinstance(inner, str):
+        parts = [{"type": "text", "text": inner}, block]
+    elif isinstance(inner, list):
+        if inner and isinstance(inner[-1], dict) and inner[-1].get("text") == ctx:
+            return None
+        parts = [*inner, block]
+    else:
+        return None
+    content[-1] = {**last, "content": parts}
+    return {**message, "content": content}
+
+
+def _place_context(
+    messages: list[Any], k: int, ctx: str, env: Env, notes: list[str]
+) -> tuple[int, dict[str, Any]] | None:
+    """Where the context goes when the newest user turn holds only tool results.
+
+    Models that accept mid-conversation system messages get it as one, right after that
+    turn (the placement Anthropic documents for instructions after the cached prefix);
+    others get it inside the last tool result. Returns ``(index, message)`` to insert at
+    ``index`` when it is a new message, or to replace ``messages[k]``; ``None`` when the
+    request already has it.
+    """
+    following = messages[k + 1] if k + 1 < len(messages) else None
+    system_msg = {"role": "system", "content": [{"type": "text", "text": ctx}]}
+    if following == system_msg:
+        return None
+    # A system message must follow a user turn directly: not after the app's own one.
+    if env.info.mid_conversation_system and role_of(following) != "system":
+        notes.append("context: a system message after the tool results (tool loop kept)")
+        return k + 1, system_msg
+    replaced = _in_tool_result(messages[k], ctx)
+    if replaced is None:
+        return None
+    notes.append("context: inside the last tool result (tool loop kept)")
+    return k, replaced
+
+
 def _with_marker(message: dict[str, Any], j: int, ttl: Ttl) -> dict[str, Any]:
     content = message["content"]
     blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
@@ -156,11 +218,22 @@ def _client_markers(body: dict[str, Any], lay: _Layout, messages: list[Any]) -> 
         if not isinstance(m["content"], list):
             continue
         for j, b in enumerate(m["content"]):
-            if isinstance(b, dict) and "cache_control" in b:
-                prefix = lay.cum_msg[i] + estimate_json(m["content"][: j + 1])
+            if not isinstance(b, dict):
+                continue
+            prefix = lay.cum_msg[i] + estimate_json(m["content"][: j + 1])
+            if "cache_control" in b:
                 path = f"messages[{i}].content[{j}]"
                 ttl = ttl_of(b["cache_control"])
                 found.append(Marker((2, i, j), ttl, "client", path, prefix, "client"))
+            inner = b.get("content") if b.get("type") == "tool_result" else None
+            if isinstance(inner, list):
+                # Markers inside a tool result take slots too (the provider counts every
+                # cache_control in the body): four app markers must not become five.
+                for n, part in enumerate(inner):
+                    if isinstance(part, dict) and "cache_control" in part:
+                        path = f"messages[{i}].content[{j}].content[{n}]"
+                        ttl = ttl_of(part["cache_control"])
+                        found.append(Marker((2, i, j), ttl, "client", path, prefix, "client"))
     if isinstance(body.get("cache_control"), dict):
         ttl = ttl_of(body["cache_control"])
         found.append(
@@ -285,7 +358,7 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
         )
 
     existing = _client_markers(body, lay, messages)
-    if policy is None and existing:
+    if policy is None and any(m.pos != AUTOMATIC_POS for m in existing):
         notes.append("client placed cache markers: none added")
         candidates: list[Marker] = []
     else:
@@ -332,13 +405,25 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
         changed = True
     out_msgs = messages
     msg_marks = [m for m in placed if m.pos[0] == 2]
-    with_ctx = _with_context(messages[k], ctx) if ctx and k is not None else None
-    if msg_marks or with_ctx is not None:
+    with_ctx: dict[str, Any] | None = None
+    inserted: tuple[int, dict[str, Any]] | None = None
+    if ctx and k is not None:
+        if _tool_results_only(messages[k]):
+            placed_at = _place_context(messages, k, ctx, env, notes)
+            if placed_at is not None and placed_at[0] == k:
+                with_ctx = placed_at[1]
+            else:
+                inserted = placed_at
+        else:
+            with_ctx = _with_context(messages[k], ctx)
+    if msg_marks or with_ctx is not None or inserted is not None:
         out_msgs = list(messages)
         for m in msg_marks:
             out_msgs[m.pos[1]] = _with_marker(out_msgs[m.pos[1]], m.pos[2], m.ttl)
         if with_ctx is not None and k is not None:
             out_msgs[k] = with_ctx
+        if inserted is not None:
+            out_msgs.insert(*inserted)
         out["messages"] = out_msgs
         changed = True
 

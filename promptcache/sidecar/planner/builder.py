@@ -43,10 +43,19 @@ def tools_list(value: Any) -> list[Any]:
 
 
 def order_tools(env: Env, tools: list[Any], notes: list[str]) -> tuple[list[Any], bool]:
-    """The tools in the order to send (by name when the policy asks for a canonical
-    order, unless the client marked one: moving a marked tool moves its entry)."""
+    """The tools in the order to send: by name when the policy asks for a canonical order,
+    or (no policy saying otherwise) once the learner saw the app send the same tools in
+    changing order; never when the client marked one (moving it moves its entry)."""
     policy = env.policy
-    if policy is None or not policy.canonical_tool_order or len(tools) < 2:
+    if len(tools) < 2:
+        return tools, False
+    if policy is not None and "canonical_tool_order" in policy.model_fields_set:
+        wanted, why = policy.canonical_tool_order, "tools sorted by name"
+    else:
+        names = tuple(tool_name(t) for t in tools)
+        wanted = env.learn_tools is not None and env.learn_tools(names)
+        why = "tools sorted by name (learned: the app sends them in changing order)"
+    if not wanted:
         return tools, False
     if any(isinstance(t, dict) and "cache_control" in t for t in tools):
         notes.append("tools carry client markers: order kept")
@@ -54,7 +63,7 @@ def order_tools(env: Env, tools: list[Any], notes: list[str]) -> tuple[list[Any]
     ordered = sorted(tools, key=tool_name)
     if all(a is b for a, b in zip(ordered, tools, strict=True)):
         return tools, False
-    notes.append("tools sorted by name")
+    notes.append(why)
     return ordered, True
 
 

@@ -48,6 +48,8 @@ class Env:
     """The learner, given the system text and the tools digest; ``None``: learning off."""
     learned: Split | None = None
     """Set by the builder when a learned template applies to this request."""
+    learn_tools: Callable[[tuple[str, ...]], bool] | None = None
+    """The learner, given the tool names in the order sent: whether to sort them."""
     guard: Guard | None = None
     base_key: str = "none"
     """Identity of the static prefix for diagnostics and the guard, before learning."""

@@ -141,6 +141,11 @@ class Planner:
             memo=self.memo,
             provider=provider,
             learn=learn if learner is not None else None,
+            learn_tools=(
+                (lambda names: learner.tool_order((request.route, (model or "")[:64]), names))
+                if learner is not None
+                else None
+            ),
             guard=self.guard,
             base_key=base_key,
             now=request.now,

@@ -66,7 +66,10 @@ def place(
 
     A candidate is skipped when its position is already marked, its prefix is below
     the model's minimum (the slot would be wasted: nothing gets cached), no slot is
-    left, or its TTL cannot fit the order (a 1h candidate falls back to 5m first).
+    left, or its TTL cannot fit the order. A 1h candidate falls back to 5m; a 5m one
+    that a client 1h marker follows (a top-level automatic ``ttl: 1h`` always comes
+    last) becomes 1h, so the client's long entry gains a stable prefix to read instead
+    of leaving every call a full write.
     """
     placed: list[Marker] = []
     for c in candidates:
@@ -82,13 +85,14 @@ def place(
         if len(taken) >= MAX_MARKERS:
             notes.append(f"{c.tier}: no breakpoint, all {MAX_MARKERS} slots in use")
             continue
-        ttls: tuple[Ttl, ...] = ("1h", "5m") if c.ttl == "1h" else ("5m",)
+        ttls: tuple[Ttl, ...] = ("1h", "5m") if c.ttl == "1h" else ("5m", "1h")
         for ttl in ttls:
             if ttl_fits(taken, c.pos, ttl):
                 if ttl != c.ttl:
-                    notes.append(f"{c.tier}: {c.ttl} would follow a 5m marker; using {ttl}")
+                    why = "follow a 5m marker" if c.ttl == "1h" else "precede a client 1h marker"
+                    notes.append(f"{c.tier}: {c.ttl} would {why}; using {ttl}")
                 placed.append(Marker(c.pos, ttl, c.tier, c.path, c.prefix_tokens, "planner"))
                 break
         else:
-            notes.append(f"{c.tier}: no breakpoint, a client 1h marker follows it")
+            notes.append(f"{c.tier}: no breakpoint, its TTL fits no order with the client's")
     return placed

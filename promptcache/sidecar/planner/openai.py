@@ -6,6 +6,15 @@ are no markers, so the only levers are a stable prefix and, for the OpenAI API o
 cache). So: static system text first and identical every time, volatile text moved to
 the start of the newest user message, and a key of policy name + short static hash when
 the client sent none. OpenAI-compatible servers may reject unknown fields: none is added.
+
+GPT-5.6 and later (``explicit_breakpoints`` in the model table) cache only at
+breakpoints, matched exactly; their implicit one sits at the newest message, so a stable
+prefix followed by a changing question would read nothing. On those models the end of
+the static system part gets ``prompt_cache_breakpoint: {"mode": "explicit"}`` (Chat:
+the system message's last static part; Responses: the same in a system/developer input
+item; ``instructions`` is a string and cannot carry one). ``prompt_cache_options`` is
+never sent: the implicit mode stays, and an app's ``prompt_cache_retention`` (refused
+beside it) stays valid. Writes there cost 1.25x, so the never-worse guard decides.
 """
 
 from __future__ import annotations
@@ -17,11 +26,12 @@ from promptcache.sidecar.planner.builder import build_prefix, finish_plan, tools
 from promptcache.sidecar.planner.common import Env, PlanError, floor_tokens, history_fp
 from promptcache.sidecar.planner.system import Source
 from promptcache.sidecar.planner.turns import newest_user, role_of
-from promptcache.sidecar.planner.types import Diagnostics, Plan
+from promptcache.sidecar.planner.types import Breakpoint, Diagnostics, Plan
 from promptcache.tokens import estimate_json
 from promptcache.wire import is_openai_compatible
 
 SYSTEM_ROLES = ("system", "developer")
+BREAKPOINT = {"mode": "explicit"}
 GRANULARITY = {"openai": 128, "openai-compatible": 16}
 """OpenAI caches in 128-token steps past the minimum; vLLM in 16-token blocks."""
 KEY_MAX = 64
@@ -102,6 +112,40 @@ def _locate(body: dict[str, Any], route: Literal["chat", "responses"]) -> _Shape
     return _Shape(listing, conv_start, part_type, string_input, sys_at, sys_content)
 
 
+def _has_breakpoint(items: list[Any]) -> bool:
+    """Whether the app placed any ``prompt_cache_breakpoint`` itself (then we add none)."""
+    for item in items:
+        content = item.get("content") if isinstance(item, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and "prompt_cache_breakpoint" in p for p in content
+        ):
+            return True
+    return False
+
+
+def _explicit_mode(body: dict[str, Any]) -> bool:
+    """The app chose ``explicit`` mode: it places breakpoints itself (none: no caching)."""
+    options = body.get("prompt_cache_options")
+    return isinstance(options, dict) and options.get("mode") == "explicit"
+
+
+def _static_breakpoint(
+    message: dict[str, Any], pieces: list[Any], static_count: int, part_type: str
+) -> dict[str, Any]:
+    """The system message with its content as parts and a breakpoint after the static ones."""
+    content = message.get("content")
+    if isinstance(content, list) and len(content) == len(pieces):
+        parts = [dict(p) for p in content]
+    else:  # a string: the same text, cut where the pieces meet (parts are concatenated)
+        last = len(pieces) - 1
+        parts = [
+            {"type": part_type, "text": p.text + ("\n\n" if i < last else "")}
+            for i, p in enumerate(pieces)
+        ]
+    parts[static_count - 1] = {**parts[static_count - 1], "prompt_cache_breakpoint": BREAKPOINT}
+    return {**message, "content": parts}
+
+
 def system_sources(body: dict[str, Any], route: Literal["chat", "responses"]) -> list[Source]:
     """The system texts of a Chat or Responses body, as the planner reads them."""
     shape = _locate(body, route)
@@ -175,6 +219,29 @@ def plan_openai(
     elif ctx and string_input is not None and not string_input.startswith(ctx + "\n\n"):
         out["input"] = f"{ctx}\n\n{string_input}" if string_input else ctx
         changed = True
+    breakpoints: list[Breakpoint] = []
+    if (
+        provider == "openai"
+        and env.info.explicit_breakpoints
+        and sp.static_count
+        and pre.static_tokens >= env.min_tokens
+        and sys_at != "instructions"
+        and out_list
+        and role_of(out_list[0]) in SYSTEM_ROLES
+        and not frozen
+        and not _has_breakpoint(listing)
+        and not _explicit_mode(body)
+    ):
+        if env.allow("static", static_hash):
+            out_list[0] = _static_breakpoint(out_list[0], sp.pieces, sp.static_count, part_type)
+            list_changed = changed = True
+            notes.append("static: prompt_cache_breakpoint at the end of the static system part")
+            path = f"{'messages' if route == 'chat' else 'input'}[0].content[{sp.static_count - 1}]"
+            # Reported like an Anthropic marker so that metrics and the never-worse guard
+            # see it; the guard's 5m expiry is stricter than the provider's 30m minimum.
+            breakpoints.append(Breakpoint("system", "5m", pre.static_tokens, path, "planner"))
+        else:
+            notes.append("static: breakpoint withdrawn (its writes were not read back)")
     if list_changed:
         out["messages" if route == "chat" else "input"] = out_list
     if pre.tools_changed:
@@ -210,4 +277,6 @@ def plan_openai(
         history_read_fp=read_fp,
         history_write_fp=write_fp,
     )
-    return finish_plan(body, out, changed, pre, diagnostics=diag, expected=expected)
+    return finish_plan(
+        body, out, changed, pre, diagnostics=diag, expected=expected, breakpoints=breakpoints
+    )
