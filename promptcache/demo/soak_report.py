@@ -14,14 +14,16 @@ from promptcache.demo.soak import EXPECTED, FAULT_ARGS, SoakResult
 
 NOTES = """## Notes
 
-- 2026-12-04, the RSS climb: in the 10-minute run the sidecar's RSS rose about 2 MB a
-  minute after warm-up (66 -> 85 MB, +11.9 MB by the growth measure, under the 12 MB
-  bound). A `tracemalloc` diff of the sidecar under the same load (75 users, no faults,
-  snapshots at 60 s and 205 s, 1,254 -> 3,590 calls) shows no growth of Python
-  allocations: the largest differences are request buffers in flight, net negative. What
-  grows is outside Python's objects, most likely the C allocator's heap (28 KB bodies and
-  orjson's working buffers across glibc's arenas). Not yet tried: `MALLOC_ARENA_MAX=2`,
-  or a longer run to see whether it levels off.
+- 2026-12-04, the RSS climb: in both 10-minute runs of that day (two builds, before and
+  after the learner's fast path) the sidecar's RSS rose about 2 MB a minute after
+  warm-up, to 85-86 MB (+11.9 and +11.6 MB by the growth measure, just under the 12 MB
+  bound; past the 80 MB that `make bench`'s shorter load stays under). A `tracemalloc`
+  diff of the sidecar under the same load (75 users, no faults, snapshots at 60 s and
+  205 s, 1,254 -> 3,590 calls) shows no growth of Python allocations: the largest
+  differences are request buffers in flight, net negative. What grows is outside
+  Python's objects, most likely the C allocator's heap (28 KB bodies and orjson's
+  working buffers across glibc's arenas). Not yet tried: `MALLOC_ARENA_MAX=2`, or a
+  longer run to see whether it levels off.
 """
 """Fixed text: what was found by hand around a run (not re-measured by the soak)."""
 
