@@ -36,7 +36,7 @@ from promptcache.sidecar import jsoncodec
 from promptcache.sidecar.cli import GC_THRESHOLD
 from promptcache.sidecar.learner import Learner
 from promptcache.sidecar.planner import Planner, PlanRequest
-from promptcache.sidecar.planner.engine import conversation_key
+from promptcache.sidecar.planner.engine import conversation_turn
 
 WARM_UP = 200
 
@@ -114,9 +114,9 @@ def _learner_alone(bodies: Sequence[bytes], calls: int, clock: Callable[[], floa
     times: list[float] = []
     for i in range(WARM_UP + calls):
         body = jsoncodec.loads(bodies[i % len(bodies)])
-        conversation = conversation_key(body)
+        previous, current = conversation_turn(body)
         started = clock()
-        learner.observe(("messages", "claude-sonnet-4-6", ""), body["system"], conversation)
+        learner.observe(("messages", "claude-sonnet-4-6", ""), body["system"], current, previous)
         if i >= WARM_UP:
             times.append(clock() - started)
     times.sort()

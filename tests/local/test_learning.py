@@ -214,6 +214,77 @@ async def test_eight_templates_survive_a_flood_of_unique_prompts_within_the_caps
     assert sum(t["state"] == "learned" for t in shapes["templates"]) >= 8
 
 
+def customer_prompt(static: str, i: int, customer: int) -> str:
+    """A timestamp on top, the instructions, then a customer block (the same on every turn
+    of one customer's conversation, unlabelled lines, ~600 tokens)."""
+    rng = random.Random(customer)
+    orders = "\n".join(
+        f"- order NW-{rng.randint(10**6, 10**7)}: "
+        + " ".join(rng.choices(["boots", "tent", "jacket", "stove", "pack"], k=20))
+        for _ in range(16)
+    )
+    header = stamped("", i).strip()
+    return f"{header}\n\n{static}\n<customer>\n{orders}\n</customer>"
+
+
+async def converse(app: App, system_of: Any, turns: int) -> list[Usage]:
+    """One multi-turn conversation through the official SDK: the app re-sends its history."""
+    history: list[dict[str, str]] = []
+    usages: list[Usage] = []
+    for t in range(turns):
+        history.append({"role": "user", "content": f"Turn {t}: what about my order?"})
+        system = system_of(t)
+        if app.route == "messages":
+            async with anthropic.AsyncAnthropic(
+                api_key="k", base_url=app.base, max_retries=0
+            ) as client:
+                message = await client.messages.create(
+                    model=ANTHROPIC_MODEL,
+                    max_tokens=MAX_TOKENS,
+                    system=system,
+                    messages=history,  # type: ignore[arg-type]
+                )
+                usage = from_anthropic(message.usage.model_dump())
+                reply = "".join(b.text for b in message.content if b.type == "text")
+        else:
+            async with openai.AsyncOpenAI(
+                api_key="k", base_url=app.base + "/v1", max_retries=0
+            ) as oai:
+                chat = await oai.chat.completions.create(
+                    model=OPENAI_MODEL,
+                    max_tokens=MAX_TOKENS,
+                    messages=[{"role": "system", "content": system}, *history],  # type: ignore[list-item]
+                )
+                assert chat.usage is not None
+                usage = from_openai(chat.usage.model_dump())
+                reply = chat.choices[0].message.content or ""
+        history.append({"role": "assistant", "content": reply or "ok"})
+        usages.append(usage)
+    return usages
+
+
+@pytest.mark.parametrize("route", ["messages", "chat"])
+async def test_per_conversation_text_is_pinned_into_the_history_and_read_from_the_third_turn(
+    route: str, simulator_url: str, sidecar_process: RunSidecar
+) -> None:
+    static = static_text("pinned")
+    async with sidecar_process(args(simulator_url)) as sidecar:
+        app = App(sidecar.url, route)
+        for c in range(2):  # two other customers' first turns: the template is learned
+            await app.ask(customer_prompt(static, c, c), f"Hello from customer {c}")
+        usages = await converse(app, lambda t: customer_prompt(static, 10 + t, 7), 5)
+    uncached = [u.uncached for u in usages]
+    reads = [u.cache_read for u in usages]
+    print("uncached per turn:", uncached, "reads:", reads)
+    # Nothing of this conversation was seen before its first turn, so the customer block
+    # goes at the start of that turn's user message; on the second it came back unchanged
+    # and stays there, in the history the app re-sends: from the third turn on it is read
+    # from cache instead of being sent uncached behind the history on every turn.
+    assert all(u < 300 for u in uncached[2:]), uncached
+    assert all(r >= 1400 for r in reads[2:]), reads
+    assert reads[4] > reads[1]
+
+
 # --------------------------------------------------------------------------- never worse
 async def test_the_guard_withdraws_a_breakpoint_that_is_never_read_and_retries_it(
     tmp_path: Path, simulator_url: str, sidecar_process: RunSidecar

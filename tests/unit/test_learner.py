@@ -25,6 +25,12 @@ def texts(text: str, spans: tuple[tuple[int, int], ...]) -> list[str]:
     return [text[a:b] for a, b in spans]
 
 
+def turn(learner: Learner, text: str, conv: int, n: int, newest: int | None = None) -> Split | None:
+    """Turn ``n`` of conversation ``conv`` (keys chained as ``conversation_turn`` does)."""
+    previous = hash((conv, n - 1)) if n else None
+    return learner.observe(P, text, hash((conv, n)), previous, newest)
+
+
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=2000))
 def test_units_give_the_text_back(text: str) -> None:
     units = split_units(text)
@@ -60,9 +66,9 @@ def test_per_conversation_text_is_kept_from_the_second_turn_and_the_rest_moves()
     splits: list[tuple[str, Split | None]] = []
     for conv in range(3):
         customer = f"Customer: {words(rng, 3)}"
-        for _turn in range(3):
+        for n in range(3):
             text = f"Now: {rng.random()}\n{STATIC}\n{customer}\nDocs: {words(rng, 5)}\n"
-            splits.append((text, learner.observe(P, text, conversation=conv)))
+            splits.append((text, turn(learner, text, conv, n)))
     text, split = splits[-1]  # third turn of the third conversation
     assert split is not None
     assert texts(text, split.conversation) == [text.splitlines(keepends=True)[-2]]
@@ -77,11 +83,11 @@ def test_per_conversation_text_is_kept_from_the_second_turn_and_the_rest_moves()
     fresh = Learner()
     first: Split | None = None
     for conv in range(2):
-        for turn in range(2):
-            text = f"Now: {conv}{turn}\n{STATIC}\nCustomer {conv}\nDocs: {turn}{conv}\n"
-            first = fresh.observe(P, text, conversation=conv)
+        for n in range(2):
+            text = f"Now: {conv}{n}\n{STATIC}\nCustomer {conv}\nDocs: {n}{conv}\n"
+            first = turn(fresh, text, conv, n)
     fresh_text = f"Now: x\n{STATIC}\nCustomer 9\nDocs: y\n"
-    first = fresh.observe(P, fresh_text, conversation=9)
+    first = turn(fresh, fresh_text, 9, 0)
     assert first is not None
     assert first.conversation == ()  # without a label, a first turn relocates it all
 
@@ -194,3 +200,78 @@ def test_a_tool_list_sent_in_changing_order_is_learned_and_sorted() -> None:
         }
         plan = steady.plan(PlanRequest(route="messages", body=body, now=float(i)))
         assert [t["name"] for t in plan.body["tools"]] == [t["name"] for t in tools]
+
+
+def support(conv: int, n: int, customer: str | None = None) -> str:
+    """A prompt with a timestamp on top and a customer block between two stable lines,
+    unlabelled (order lines whose 'labels' are unique), then retrieved text."""
+    rng = random.Random(conv * 100 + n)
+    who = customer if customer is not None else f"- order {conv}-{conv * 7}: boots\nnote {conv}"
+    return (
+        f"Now: {rng.random()}\n{STATIC}\n<customer>\n{who}\n</customer>\n{STATIC[:300]}\n"
+        f"Docs: {words(rng, 4)}\n"
+    )
+
+
+def test_a_gap_seen_unchanged_across_turns_is_kept_from_a_new_conversations_first_turn() -> None:
+    learner = Learner()
+    for conv in range(4):
+        for n in range(3):
+            turn(learner, support(conv, n), conv, n)
+    text = support(9, 0)
+    split = turn(learner, text, 9, 0)
+    assert split is not None
+    kept = "".join(texts(text, split.conversation))
+    assert "- order 9-63: boots\nnote 9" in kept  # no label ever seen: the gap's own record
+    moved = "".join(texts(text, split.request))
+    assert "Now: " in moved
+    assert "Docs: " in moved
+    assert "order" not in moved
+
+
+def test_a_first_turn_pins_what_is_unknown_and_the_second_keeps_what_came_back() -> None:
+    learner = Learner()
+    for i in range(2):  # learn the template from two other prompts (no conversation)
+        learner.observe(P, support(50 + i, 0), None)
+    texts_seen: list[str] = []
+    splits: list[Split] = []
+    for n in range(4):
+        text = support(1, n)
+        split = turn(learner, text, 1, n, newest=2 * n)
+        assert split is not None
+        texts_seen.append(text)
+        splits.append(split)
+    first, second, third, fourth = splits
+    # Turn 1: nothing is known of the changing text yet: all of it is pinned into the
+    # newest user message (no cache entry covers that message yet), nothing moves.
+    assert first.pin_at == 0
+    assert "Now: " in "".join(texts(texts_seen[0], first.pinned))
+    # Turn 2: the customer block came back unchanged and stays pinned in message 0; the
+    # timestamp and the documents changed, and move behind the history.
+    assert second.pin_at == 0
+    pinned = "".join(texts(texts_seen[1], second.pinned))
+    assert "- order 1-7: boots\nnote 1" in pinned
+    assert "Now: " not in pinned
+    moved = "".join(texts(texts_seen[1], second.request))
+    assert "Now: " in moved
+    assert "Docs: " in moved
+    # Later turns pin the same text into the same message: the history carries it cached.
+    for later, text in ((third, texts_seen[2]), (fourth, texts_seen[3])):
+        assert later.pin_at == 0
+        assert "".join(texts(text, later.pinned)) == pinned
+    # The customer block changes: the pin can no longer be reproduced, so it moves.
+    changed = support(1, 4, customer="- order 1-8: sandals\nnote 1")
+    split = turn(learner, changed, 1, 4, newest=8)
+    assert split is not None
+    assert split.pin_at is None
+    assert split.pinned == ()
+    assert "sandals" in "".join(texts(changed, split.request))
+
+
+def test_without_a_message_to_pin_into_nothing_is_pinned() -> None:
+    learner = Learner()
+    for n in range(4):
+        split = turn(learner, support(2, n), 2, n, newest=None)
+    assert split is not None
+    assert split.pinned == ()
+    assert split.pin_at is None

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from promptcache.sidecar.learner.template import GapKind, Split, Template
+from promptcache.sidecar.learner.template import GapKind, Split, Template, Turn
 from promptcache.sidecar.learner.units import Units, split_units
 
 MAX_TEMPLATES = 32
@@ -107,19 +107,29 @@ class Learner:
         """Per partition, the templates used last (tried first, by ``Template.fit``)."""
 
     # ------------------------------------------------------------------ learning
-    def observe(self, partition: Partition, text: str, conversation: int | None) -> Split | None:
+    def observe(
+        self,
+        partition: Partition,
+        text: str,
+        conversation: int | None,
+        previous: int | None = None,
+        newest: int | None = None,
+    ) -> Split | None:
         """Learn from one request's system ``text``; its split once the template is learned.
 
-        ``conversation`` identifies the request's conversation (its first user message),
-        ``None`` when it has none.
+        ``conversation`` identifies the request's conversation as this turn leaves it,
+        ``previous`` as its previous turn left it (``None`` when they have none: see
+        ``planner.engine.conversation_turn``); ``newest`` is the index of its newest user
+        message that text may be pinned into (``None``: pin nothing).
         """
+        turn = Turn(conversation, previous, newest)
         if not text.strip():
             return None
         for tid in self._recent.get(partition, ()):
             known = self._learned.get(tid)
             if known is None:
                 continue
-            fast = known.fit(text, conversation)
+            fast = known.fit(text, turn)
             if fast is not None:
                 self._touch(known, partition)
                 return None if known.fragmented else fast
@@ -136,7 +146,7 @@ class Learner:
             self._add_candidate(partition, units)
             return None
         before = list(template.anchors)
-        split = template.learn(text, units, found, conversation)
+        split = template.learn(text, units, found, turn)
         if template.anchors != before:
             self._unindex(template.id, before)
             self._reindex(template)

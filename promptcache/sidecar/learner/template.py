@@ -5,10 +5,12 @@ A template is what requests of one prompt have in common. Its *anchors* are the 
 from; between two anchors (and before the first, after the last) may sit a *gap*: units
 that differed at least once. Which gap units stay in place (*per conversation*) and
 which move behind the history (*per request*) is decided once per conversation, on the
-first turn the template sees of it: a unit whose *label* (the text before ``": "``, as
-in ``Customer: Ada``) was seen unchanged across the turns of other conversations, and
-never changing within one, stays; the rest moves (the cautious default: moving text
-behind the history never breaks the caching of the rest). Later turns keep what was kept
+first turn the template sees of it: the units of a gap whose content was seen unchanged
+from turn to turn in other conversations (a customer block between two stable lines)
+stay, and so does a unit whose *label* (the text before ``": "``, as in ``Customer:
+Ada``) was seen unchanged across the turns of other conversations, and never changing
+within one; the rest moves (the cautious default: moving text behind the history never
+breaks the caching of the rest). Later turns keep what was kept
 then, so the text kept in the conversation's cached prefix never changes mid-way.
 
 Learning only ever turns anchors into gaps, never back, so a span that keeps changing
@@ -23,14 +25,15 @@ from __future__ import annotations
 import bisect
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from promptcache.sidecar.learner.units import Units, split_units
 
 GapKind = Literal["request", "conversation", "mixed"]
-CONVERSATIONS = 256
-"""Conversations a template remembers (what it keeps in place for each, and its labels)."""
+CONVERSATIONS = 512
+"""Conversation turns a template remembers (what it keeps in place and pins for each, and
+its labels): a conversation's next turn finds its last one here."""
 LABELS_PER_TURN = 32
 """Labels remembered per conversation turn."""
 MAX_LABELS = 256
@@ -41,6 +44,13 @@ STRETCH_CHARS = 256 * 1024
 """Stable text kept per template for the fast path (longer prompts take the slow path)."""
 MAX_GAPS = 32
 """A template with more gaps than this is too fragmented to be worth applying."""
+GAP_STAYS = 2
+"""Later turns a gap must have been seen unchanged in before it counts as per conversation."""
+GAP_TOLERANCE = 16
+"""A per-conversation gap may have changed once for this many times it stayed (a customer
+who edits their profile mid-chat) and still count as per conversation."""
+GAP_MEMORY = 64
+"""Observations a gap weighs; past this its counts halve, so the recent ones count most."""
 
 
 @dataclass(slots=True)
@@ -52,10 +62,37 @@ class Gap:
     """Length of its content in the last request, characters."""
     kept_chars: int = 0
     """Of which kept in place (per conversation) in the last request."""
+    stays: int = 0
+    """Later turns of a conversation whose content here was the same as on its turn before."""
+    moves: int = 0
+    """Later turns whose content here had changed since the conversation's turn before."""
 
     def merge(self, other: Gap) -> None:
         self.chars += other.chars
         self.kept_chars += other.kept_chars
+        self.stays = min(self.stays, other.stays)
+        self.moves += other.moves
+
+    def observe(self, stayed: bool) -> None:
+        """One later turn of a conversation: did this gap's content stay the same?"""
+        if stayed:
+            self.stays += 1
+        else:
+            self.moves += 1
+        if self.stays + self.moves > GAP_MEMORY:
+            self.stays //= 2
+            self.moves //= 2
+
+    @property
+    def moving(self) -> bool:
+        """Seen changing from turn to turn more often than not: never pinned."""
+        return self.moves >= GAP_STAYS and self.moves > self.stays
+
+    @property
+    def conversational(self) -> bool:
+        """Seen the same on every turn of the conversations seen (nearly always): the
+        whole gap stays in place from a new conversation's first turn."""
+        return self.stays >= GAP_STAYS and self.moves * GAP_TOLERANCE <= self.stays
 
     @property
     def kind(self) -> GapKind:
@@ -69,10 +106,44 @@ class _Pending:
     """One gap's units in one request, waiting to be classified."""
 
     gap: Gap
+    key: int
+    """The gap's key in the template (the anchor it follows)."""
     base: int
     hashes: tuple[int, ...]
     ends: Sequence[int]
     """Relative to ``base``."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """One conversation, as its last turn left it."""
+
+    kept: frozenset[int]
+    """Units kept in place for it (decided on its first turn)."""
+    labels: dict[int, int]
+    """Label -> unit hash on its last turn."""
+    version: int
+    """The template's version then (gap keys are comparable only within one version)."""
+    gaps: dict[int, int]
+    """Gap key -> hash of the gap's units on its last turn."""
+    pin_at: int | None = None
+    """The user message its pinned units go into (``None``: nothing pinned)."""
+    pin: tuple[int, ...] = ()
+    """The pinned units, in order."""
+    pin_final: bool = False
+    """Set on the conversation's second turn, once the pin kept what came back."""
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """Where one request sits in its conversation."""
+
+    conversation: int | None = None
+    """The conversation's key as this turn leaves it, ``None`` when it has none."""
+    previous: int | None = None
+    """Its key as its previous turn left it (``None``: this is its first turn)."""
+    newest: int | None = None
+    """Index of the newest user message a pin may go into (``None``: no such message)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +169,14 @@ class Split:
     """Requests the template was learned from, this one included."""
     version: int = 0
     """The template's version (bumped whenever its stable part changed shape)."""
+    pinned: tuple[tuple[int, int], ...] = ()
+    """(start, end) of per-conversation stretches pinned into the history (``pin_at``)."""
+    pin_at: int | None = None
+    """Index of the user message the pinned text goes at the start of."""
 
     @property
     def changing(self) -> bool:
-        return bool(self.conversation or self.request)
+        return bool(self.conversation or self.request or self.pinned)
 
 
 @dataclass(slots=True)
@@ -123,11 +198,9 @@ class Template:
     """Cached tokens the plans under this template expected (measured hit rate)."""
     hits_read: int = 0
     input_tokens: int = 0
-    conversations: OrderedDict[int, tuple[frozenset[int], dict[int, int]]] = field(
-        default_factory=OrderedDict
-    )
-    """Conversation key -> (units kept in place for it, label -> unit hash on its last
-    turn); least recently seen out past ``CONVERSATIONS``."""
+    conversations: OrderedDict[int, _Seen] = field(default_factory=OrderedDict)
+    """Conversation key -> what its last turn held and what stays in place for it; least
+    recently seen out past ``CONVERSATIONS``."""
     labels_kept: set[int] = field(default_factory=set)
     """Labels (hash of the text before ``": "``) of units seen unchanged across the turns
     of a conversation: such a unit stays in place from a new conversation's first turn."""
@@ -161,7 +234,7 @@ class Template:
     def matched_weight(self, found: Match) -> int:
         return sum(self.anchor_chars[ai] for ai, _ in found.pairs)
 
-    def learn(self, text: str, units: Units, found: Match, conversation: int | None) -> Split:
+    def learn(self, text: str, units: Units, found: Match, turn: Turn) -> Split:
         """Update the template with one request of it; return that request's split."""
         kept = {ai for ai, _ in found.pairs}
         old_to_new: dict[int, int] = {}
@@ -213,10 +286,11 @@ class Template:
             lo, hi = bounds[k] + 1, bounds[k + 1]
             base = units.start(lo) if lo < len(units) else len(text)
             ends = [units.ends[r] - base for r in range(lo, hi)]
-            pending.append(_Pending(here, base, units.hashes[lo:hi], ends))
-        self._classify(text, pending, conversation, conv, req)
+            pending.append(_Pending(here, k - 1, base, units.hashes[lo:hi], ends))
+        pinned: list[tuple[int, int]] = []
+        pin_at = self._classify(text, pending, turn, conv, req, pinned)
         self._remember(text, stable, len(pairs))
-        return _split(self, stable, conv, req)
+        return _split(self, stable, conv, req, pinned, pin_at)
 
     def _remember(self, text: str, stable: list[tuple[int, int]], anchors: int) -> None:
         """Keep the stable stretches' text for ``fit`` (bounded; none: always the slow path)."""
@@ -232,7 +306,7 @@ class Template:
             return
         self.gap_keys = keys
 
-    def fit(self, text: str, conversation: int | None) -> Split | None:
+    def fit(self, text: str, turn: Turn) -> Split | None:
         """The fast path: ``text`` holds the stretches the template last saw, in order, with
         changing text only where the template has gaps. Then the split comes from a few
         substring searches and the gap text alone; else ``None`` (compare unit by unit).
@@ -261,30 +335,42 @@ class Template:
             if key is None:
                 continue
             units = split_units(text[start:end])
-            pending.append(_Pending(self.gaps[key], start, units.hashes, units.ends))
-        self._classify(text, pending, conversation, conv, req)
+            pending.append(_Pending(self.gaps[key], key, start, units.hashes, units.ends))
+        pinned: list[tuple[int, int]] = []
+        pin_at = self._classify(text, pending, turn, conv, req, pinned)
         self.samples += 1
-        return _split(self, spans, conv, req)
+        return _split(self, spans, conv, req, pinned, pin_at)
 
     def _classify(
         self,
         text: str,
         pending: list[_Pending],
-        conversation: int | None,
+        turn: Turn,
         conv: list[tuple[int, int]],
         req: list[tuple[int, int]],
-    ) -> None:
-        """Which gap units of one request stay in place (per conversation) and which move.
+        pinned: list[tuple[int, int]],
+    ) -> int | None:
+        """Which gap units of one request stay in place (per conversation), which are
+        pinned into the conversation's history, and which move; returns the message the
+        pinned ones go into.
 
-        Decided once per conversation, on the first turn the template sees of it: units
-        whose label is known to stay the same within a conversation stay, the rest move;
-        later turns keep what was kept then (while it is still there) and nothing else,
-        so the text kept in the cached prefix never changes mid-conversation. Each turn
-        teaches labels: the same label with the same unit as the conversation's previous
-        turn stays, with another unit (or twice in one request) changes.
+        Decided once per conversation, on the first turn the template sees of it: the
+        units of a gap seen unchanged across the turns of other conversations stay, and
+        so do units whose label is known to stay the same within a conversation. Units
+        not known to change (their gap mostly changed from turn to turn, or their label
+        did) are *pinned*: put at the start of that turn's newest user message, where no
+        cache entry covers them yet. On the conversation's next turn the pin keeps the
+        units that came back unchanged and lets the rest move; from then on it is fixed,
+        and the app's history carries it, cached, like the rest of the conversation.
+        Everything else moves behind the history. Later turns keep what was kept and
+        pinned (while all of it is still there) and nothing else, so the conversation's
+        cached prefix never changes mid-way. Each later turn teaches: each gap, whether
+        its content is the same as on the conversation's turn before; each label,
+        whether its unit is (the same label twice in one request counts as changing).
         """
-        state = self.conversations.get(conversation) if conversation is not None else None
-        need_labels = bool(self.labels_kept) or state is not None
+        conversation, newest = turn.conversation, turn.newest
+        state = self.conversations.get(turn.previous) if turn.previous is not None else None
+        need_labels = bool(self.labels_kept or self.labels_changed) or state is not None
         units: list[tuple[_Pending, int, int, int, int | None]] = []
         for item in pending:
             start = 0
@@ -299,41 +385,110 @@ class Template:
             if lab in by_label:
                 self.labels_changed.add(lab)
             by_label[lab] = h
-        kept_labels = self.labels_kept - self.labels_changed
-        known = frozenset(h for _, h, _, _, lab in units if lab is not None and lab in kept_labels)
-        if conversation is None:
-            kept = known
-        elif state is None:
-            kept = known
-            self._remember_conversation(conversation, kept, by_label)
+        contents = {item.key: hash(item.hashes) for item in pending}
+        changed = self.labels_changed
+        pin_at: int | None = None
+        pin: tuple[int, ...] = ()
+        final = False
+        if conversation is None or state is None:
+            kept_labels = self.labels_kept - changed
+            kept = frozenset(
+                h
+                for item, h, _, _, lab in units
+                if item.gap.conversational or (lab is not None and lab in kept_labels)
+            )
+            if conversation is not None and newest is not None:
+                pin = tuple(
+                    h
+                    for item, h, _, _, lab in units
+                    if h not in kept and not item.gap.moving and (lab is None or lab not in changed)
+                )
+                pin_at = newest if pin else None
+            if conversation is not None:
+                self._remember_conversation(
+                    conversation, _Seen(kept, by_label, self.version, contents, pin_at, pin)
+                )
         else:
-            decided, before = state
-            kept = decided & frozenset(h for _, h, _, _, _ in units)
+            present = [h for _, h, _, _, _ in units]
+            kept = state.kept & frozenset(present)
             for lab, h in by_label.items():
-                old = before.get(lab)
+                old = state.labels.get(lab)
                 if old is not None:
-                    (self.labels_kept if old == h else self.labels_changed).add(lab)
-            self.labels_kept -= self.labels_changed
-            if len(self.labels_kept) > MAX_LABELS or len(self.labels_changed) > MAX_LABELS:
+                    (self.labels_kept if old == h else changed).add(lab)
+            self.labels_kept -= changed
+            if len(self.labels_kept) > MAX_LABELS or len(changed) > MAX_LABELS:
                 self.labels_kept.clear()
-                self.labels_changed.clear()
-            self._remember_conversation(conversation, decided, by_label)
+                changed.clear()
+            if state.version == self.version:
+                for item in pending:
+                    before = state.gaps.get(item.key)
+                    if before is not None:
+                        item.gap.observe(before == contents[item.key])
+            pin_at, pin, final = state.pin_at, state.pin, state.pin_final
+            if pin_at is not None and newest is not None and newest > pin_at and not final:
+                # The conversation's second turn: keep what came back unchanged.
+                pin = self._refine(pin, state, pending, units, contents)
+                final = True
+            if pin_at is None or newest is None or newest < pin_at or not _in_order(pin, present):
+                pin_at, pin = None, ()  # the history changed or the pinned text did: it moves
+            self._remember_conversation(
+                conversation,
+                _Seen(state.kept, by_label, self.version, contents, pin_at, pin, final),
+            )
         for item in pending:
             item.gap.chars = item.gap.kept_chars = 0
+        want = list(pin)
         for item, h, a, b, _ in units:
             item.gap.chars += b - a
             if h in kept:
                 item.gap.kept_chars += b - a
                 _extend(conv, a, b)
+            elif want and h == want[0]:
+                want.pop(0)
+                _extend(pinned, a, b)
             else:
                 _extend(req, a, b)
+        return pin_at if pin else None
 
-    def _remember_conversation(
-        self, conversation: int, kept: frozenset[int], labels: dict[int, int]
-    ) -> None:
-        if len(labels) > LABELS_PER_TURN:
-            labels = dict(list(labels.items())[:LABELS_PER_TURN])
-        self.conversations[conversation] = (kept, labels)
+    def _refine(
+        self,
+        pin: tuple[int, ...],
+        state: _Seen,
+        pending: list[_Pending],
+        units: list[tuple[_Pending, int, int, int, int | None]],
+        contents: dict[int, int],
+    ) -> tuple[int, ...]:
+        """What a conversation's second turn keeps of the units its first turn pinned.
+
+        Whole gaps whose content came back unchanged (and that do not mostly change in
+        other conversations); when the template changed shape in between, the pinned
+        units found again in order, by label where they have one.
+        """
+        if state.version == self.version:
+            same = {
+                item.key
+                for item in pending
+                if not item.gap.moving and state.gaps.get(item.key) == contents[item.key]
+            }
+            pinned = set(pin)
+            return tuple(h for item, h, _, _, _ in units if item.key in same and h in pinned)
+        present = [h for _, h, _, _, lab in units if lab is None or lab not in self.labels_changed]
+        out: list[int] = []
+        at = 0
+        for h in pin:
+            try:
+                at = present.index(h, at) + 1
+            except ValueError:
+                continue
+            out.append(h)
+        return tuple(out)
+
+    def _remember_conversation(self, conversation: int, seen: _Seen) -> None:
+        if len(seen.labels) > LABELS_PER_TURN:
+            seen = replace(seen, labels=dict(list(seen.labels.items())[:LABELS_PER_TURN]))
+        if len(seen.gaps) > MAX_GAPS:
+            seen = replace(seen, gaps={})
+        self.conversations[conversation] = seen
         self.conversations.move_to_end(conversation)
         while len(self.conversations) > CONVERSATIONS:
             self.conversations.popitem(last=False)
@@ -385,24 +540,34 @@ def _split(
     stable: list[tuple[int, int]],
     conv: list[tuple[int, int]],
     req: list[tuple[int, int]],
+    pinned: list[tuple[int, int]],
+    pin_at: int | None,
 ) -> Split:
     """The ``Split`` of one request, short stable stretches folded into their neighbours
-    (per conversation after a per-conversation span, else per request)."""
+    (per conversation, or pinned, after such a span; else per request)."""
     if len(stable) > 1 and any(b - a < MIN_STRETCH for a, b in stable):
         spans = sorted(
             [(a, b, "s") for a, b in stable]
             + [(a, b, "c") for a, b in conv]
             + [(a, b, "r") for a, b in req]
+            + [(a, b, "p") for a, b in pinned]
         )
-        stable, conv, req = [], [], []
+        stable, conv, req, pinned = [], [], [], []
         before = ""
         for a, b, kind in spans:
             if kind == "s" and b - a < MIN_STRETCH:
-                kind = "c" if before == "c" else "r"
-            _extend({"s": stable, "c": conv, "r": req}[kind], a, b)
+                kind = before if before in ("c", "p") else "r"
+            _extend({"s": stable, "c": conv, "r": req, "p": pinned}[kind], a, b)
             before = kind
     return Split(
-        template.id, tuple(stable), tuple(conv), tuple(req), template.samples, template.version
+        template.id,
+        tuple(stable),
+        tuple(conv),
+        tuple(req),
+        template.samples,
+        template.version,
+        tuple(pinned),
+        pin_at if pinned else None,
     )
 
 
@@ -412,3 +577,9 @@ def _extend(spans: list[tuple[int, int]], start: int, end: int) -> None:
         spans[-1] = (spans[-1][0], end)
     else:
         spans.append((start, end))
+
+
+def _in_order(pin: tuple[int, ...], present: list[int]) -> bool:
+    """``pin`` is a subsequence of ``present`` (the pinned units are all there, in order)."""
+    it = iter(present)
+    return all(h in it for h in pin)

@@ -111,6 +111,17 @@ def _with_context(message: dict[str, Any], ctx: str) -> dict[str, Any] | None:
     return {**message, "content": [*content[:at], block, *content[at:]]}
 
 
+def _with_pin(message: dict[str, Any], pin: str) -> dict[str, Any] | None:
+    """``message`` with the pinned block first; ``None`` when it is already there."""
+    block = {"type": "text", "text": pin}
+    content = message["content"]
+    if isinstance(content, str):
+        return {**message, "content": [block, {"type": "text", "text": content}]}
+    if content and isinstance(content[0], dict) and content[0].get("text") == pin:
+        return None
+    return {**message, "content": [block, *content]}
+
+
 def _tool_results_only(message: Any) -> bool:
     """A user turn that only returns tool results: the middle of an agent's tool loop."""
     content = message.get("content") if isinstance(message, dict) else None
@@ -336,8 +347,17 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
         label="system",
         frozen=False,
         conversation=messages,
+        pins=True,
     )
     notes, sp, ctx, k, tools = pre.notes, pre.system, pre.context, pre.newest, pre.tools
+    pinned = False
+    if sp.pin is not None:
+        # From here on the pinned message is planned as if the app had sent it so.
+        at, pin = sp.pin
+        with_pin = _with_pin(messages[at], pin)
+        if with_pin is not None:
+            messages = [*messages[:at], with_pin, *messages[at + 1 :]]
+            pinned = True
     piece_tok = pre.piece_tokens
     cum_msg = [pre.prompt_tokens]
     total = cum_msg[0]
@@ -416,7 +436,7 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
                 inserted = placed_at
         else:
             with_ctx = _with_context(messages[k], ctx)
-    if msg_marks or with_ctx is not None or inserted is not None:
+    if pinned or msg_marks or with_ctx is not None or inserted is not None:
         out_msgs = list(messages)
         for m in msg_marks:
             out_msgs[m.pos[1]] = _with_marker(out_msgs[m.pos[1]], m.pos[2], m.ttl)

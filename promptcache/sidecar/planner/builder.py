@@ -119,22 +119,24 @@ def build_prefix(
     frozen: bool,
     conversation: Sequence[Any],
     context_elsewhere: bool = False,
+    pins: bool = False,
 ) -> Prefix:
     """Plan the tools and the system prompt of one request.
 
     ``context_elsewhere``: the body has a place for the context block other than a user
     message (a Responses string ``input``), so a missing user message does not move it
-    into the system prompt.
+    into the system prompt. ``pins``: the dialect can put a learned template's
+    per-conversation text at the start of a user message (``SystemPlan.pin``).
     """
     notes: list[str] = []
     memo = env.memo
     tools, tools_changed = order_tools(env, tools_in, notes)
     tinfo = memo.tools_info(tools)
     sp = plan_system(sources, env.policy, env.detector, memo, label=label, frozen=frozen)
-    if env.learn is not None and not sp.static_names and not frozen:
-        sp = _learn(env, sp, sources, tinfo.digest, label)
-    ctx = render_context(context_items(sp.relocated, env))
     k = newest_user(conversation)
+    if env.learn is not None and not sp.static_names and not frozen:
+        sp = _learn(env, sp, sources, tinfo.digest, label, conversation if pins else None)
+    ctx = render_context(context_items(sp.relocated, env))
     if ctx and k is None and not context_elsewhere:
         sp.pieces.append(Piece(ctx))
         sp.changed = True
@@ -158,7 +160,7 @@ def build_prefix(
         piece_tokens=piece_tokens,
         digests=digests,
         static_hash=static_hash,
-        kept=[p.text for p in sp.pieces[sp.static_count :]],
+        kept=[p.text for p in sp.pieces[sp.static_count :]] + ([sp.pin[1]] if sp.pin else []),
         snapshot=snapshot,
         notes=notes,
     )
@@ -169,21 +171,34 @@ LEARNED = "learned"
 those are checked against the policy)."""
 RELOCATED = "request"
 """Context name of a learned template's per-request text behind the history."""
+PINNED = "conversation"
+"""Context name of a learned template's per-conversation text pinned into the history."""
 
 
-def _learn(env: Env, sp: SystemPlan, sources: list[Source], tools: str, label: str) -> SystemPlan:
+def _learn(
+    env: Env,
+    sp: SystemPlan,
+    sources: list[Source],
+    tools: str,
+    label: str,
+    conversation: Sequence[Any] | None,
+) -> SystemPlan:
     """``sp`` as the learned template of its text divides it (no policy block spoke).
 
     The learner sees the system text as planned so far (a policy's volatile patterns
     already cut), so learning fills what the policy left. Until the template is learned
     and with no policy, the system is no static prefix: a prompt seen once may never
-    come back, and marking it would only pay the write premium.
+    come back, and marking it would only pay the write premium. ``conversation``: the
+    messages text may be pinned into (``None``: the dialect pins nothing).
     """
     if any(s.marked for s in sources) or not sp.pieces:
         return sp
     text = "\n\n".join(p.text for p in sp.pieces)
     assert env.learn is not None
-    split = env.learn(text, tools)
+    newest = newest_user(conversation) if conversation is not None else None
+    if conversation is None or newest is None or not pinnable(conversation, newest):
+        newest = None
+    split = env.learn(text, tools, newest)
     if split is None:
         if env.policy is None:
             sp.static_count = 0
@@ -214,7 +229,14 @@ def _learn(env: Env, sp: SystemPlan, sources: list[Source], tools: str, label: s
         volatile_found=sp.volatile_found,
         notes=list(sp.notes),
     )
-    for a, b in split.request:
+    moved = list(split.request)
+    pin = "".join(text[a:b] for a, b in split.pinned).strip()
+    at = split.pin_at
+    if pin and at is not None and conversation is not None and pinnable(conversation, at):
+        out.pin = (at, render_context([(PINNED, pin)]))
+    else:
+        moved = sorted(moved + list(split.pinned))
+    for a, b in moved:
         part = text[a:b].strip()
         if part:
             out.relocated.append((RELOCATED, part))
@@ -223,8 +245,32 @@ def _learn(env: Env, sp: SystemPlan, sources: list[Source], tools: str, label: s
         f"learned template {split.template} ({split.samples} requests): "
         f"{len(split.stable)} stable, {len(split.conversation)} per-conversation, "
         f"{len(split.request)} per-request spans"
+        + (f"; per-conversation text pinned into message {out.pin[0]}" if out.pin else "")
     )
     return out
+
+
+PIN_TYPES = frozenset({"text", "input_text"})
+"""Content parts a pin may go before (a tool result must stay first in its message)."""
+
+
+def pinnable(conversation: Sequence[Any], at: int) -> bool:
+    """Message ``at`` is a user message whose content a pin may go at the start of: a
+    non-empty string, or parts that start with text."""
+    if not 0 <= at < len(conversation):
+        return False
+    message = conversation[at]
+    if not isinstance(message, dict) or message.get("role") != "user":
+        return False
+    content = message.get("content")
+    if isinstance(content, str):
+        return bool(content)
+    return (
+        isinstance(content, list)
+        and bool(content)
+        and isinstance(content[0], dict)
+        and content[0].get("type") in PIN_TYPES
+    )
 
 
 def learned_stretches(text: str, spans: Sequence[tuple[int, int]]) -> list[str]:

@@ -44,8 +44,9 @@ class Env:
     """The planner's memo tables."""
     provider: Provider = "anthropic"
     """Who serves the request (``wire.provider_of`` of the route and the policy)."""
-    learn: Callable[[str, str], Split | None] | None = None
-    """The learner, given the system text and the tools digest; ``None``: learning off."""
+    learn: Callable[[str, str, int | None], Split | None] | None = None
+    """The learner, given the system text, the tools digest and the user message text may
+    be pinned into (``None``: none); ``None``: learning off."""
     learned: Split | None = None
     """Set by the builder when a learned template applies to this request."""
     learn_tools: Callable[[tuple[str, ...]], bool] | None = None

@@ -28,7 +28,7 @@ from promptcache.sidecar.planner.lru import Lru
 from promptcache.sidecar.planner.memo import Memos, dumps, identity
 from promptcache.sidecar.planner.openai import plan_openai
 from promptcache.sidecar.planner.ttl import TTL_SECONDS, ReuseTracker, choose_ttl
-from promptcache.sidecar.planner.turns import conversation_of, role_of
+from promptcache.sidecar.planner.turns import conversation_of, newest_user, role_of
 from promptcache.sidecar.planner.types import (
     Diagnostics,
     MissReason,
@@ -125,10 +125,11 @@ class Planner:
         )
         learner = self.learner
 
-        def learn(text: str, tools: str) -> Split | None:
+        def learn(text: str, tools: str, newest: int | None) -> Split | None:
             assert learner is not None
             partition = (request.route, (model or "")[:64], tools)
-            return learner.observe(partition, text, conversation_key(body))
+            previous, current = conversation_turn(body)
+            return learner.observe(partition, text, current, previous, newest)
 
         env = Env(
             policy=policy,
@@ -276,14 +277,29 @@ def _guard_note(env: Env, plan: Plan, info: ModelInfo) -> GuardNote:
     )
 
 
-def conversation_key(body: dict[str, Any]) -> int | None:
-    """Identity of the request's conversation: its first user message (in-process hash),
-    ``None`` when it has none."""
+def conversation_turn(body: dict[str, Any]) -> tuple[int | None, int | None]:
+    """Identity of the request's conversation as its previous turn left it, and as this
+    turn leaves it (in-process hashes; ``None``: no such turn).
+
+    A turn is named by the conversation's first user message and its newest one (with its
+    position): apps open many conversations with the same first message ("Hi"), but two
+    of them rarely also agree on the newest. The next turn finds this one by its own
+    previous user message.
+    """
     messages, string_input = conversation_of(body)
     if string_input is not None:
-        return hash(string_input)
-    for message in messages:
-        if role_of(message) == "user":
-            key = identity(message.get("content"))
-            return hash(key if key is not None else dumps(message.get("content")))
-    return None
+        return None, hash(string_input)
+    k = newest_user(messages)
+    if k is None:
+        return None, None
+    first = next(i for i, m in enumerate(messages) if role_of(m) == "user")
+    base = _content_hash(messages[first])
+    prev = newest_user(messages, before=k)
+    previous = hash((base, prev, _content_hash(messages[prev]))) if prev is not None else None
+    return previous, hash((base, k, _content_hash(messages[k])))
+
+
+def _content_hash(message: Any) -> int:
+    content = message.get("content")
+    key = identity(content)
+    return hash(key if key is not None else dumps(content))

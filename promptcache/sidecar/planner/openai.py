@@ -178,8 +178,16 @@ def plan_openai(
         frozen=frozen,
         conversation=conv,
         context_elsewhere=string_input is not None,
+        pins=route == "chat",
     )
     notes, sp, ctx, k, tools = pre.notes, pre.system, pre.context, pre.newest, pre.tools
+    pinned: dict[str, Any] | None = None
+    if sp.pin is not None:
+        # From here on the pinned message is planned as if the app had sent it so.
+        at, pin = sp.pin
+        pinned = _prepend(conv[at], pin, part_type)
+        if pinned is not None:
+            conv = [*conv[:at], pinned, *conv[at + 1 :]]
     static_hash = pre.static_hash
     cum = [pre.prompt_tokens]
     for m in conv:
@@ -211,6 +219,9 @@ def plan_openai(
             else:
                 out_list.insert(0, {"role": "system", "content": new_content})
                 conv_start, list_changed = conv_start + 1, True
+    if pinned is not None and sp.pin is not None:
+        out_list[conv_start + sp.pin[0]] = pinned
+        list_changed = changed = True
     if ctx and k is not None:
         new_msg = _prepend(conv[k], ctx, part_type)
         if new_msg is not None:

@@ -61,6 +61,9 @@ class SystemPlan:
     relocations: list[Relocation] = field(default_factory=list)
     volatile_found: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    pin: tuple[int, str] | None = None
+    """(user message index, text): per-conversation text of a learned template pinned at
+    the start of that message, where the conversation's history carries it cached."""
 
 
 @dataclass(slots=True)
