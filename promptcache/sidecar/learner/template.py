@@ -425,11 +425,13 @@ class Template:
                     if before is not None:
                         item.gap.observe(before == contents[item.key])
             pin_at, pin, final = state.pin_at, state.pin, state.pin_final
-            if pin_at is not None and newest is not None and newest > pin_at and not final:
-                # The conversation's second turn: keep what came back unchanged.
+            if pin_at is not None and not final:
+                # The conversation's second turn (found by its previous turn's key, so
+                # never a retry of the first): keep what came back unchanged.
                 pin = self._refine(pin, state, pending, units, contents)
                 final = True
-            if pin_at is None or newest is None or newest < pin_at or not _in_order(pin, present):
+            shorter = newest is not None and pin_at is not None and newest < pin_at
+            if pin_at is None or shorter or not _in_order(pin, present):
                 pin_at, pin = None, ()  # the history changed or the pinned text did: it moves
             self._remember_conversation(
                 conversation,
