@@ -39,35 +39,9 @@ done
 wrapper_hash=$(cat "${wrapper_files[@]}" | sha256sum | cut -c1-10)
 key="kube-${KUBE_VERSION}_etcd-${ETCD_VERSION}_helm-${HELM_VERSION}_$(uname -s)-$(uname -m)_${wrapper_hash}"
 cache_root=${PROMPTCACHE_KUBEBIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/promptcache/kubebin}
-bin_dir="$cache_root/$key"
-stamp="$bin_dir/.build-complete"
-
-complete() {
-  [[ -f $stamp ]] || return 1
-  local b
-  for b in "${binaries[@]}"; do
-    [[ -x $bin_dir/$b ]] || return 1
-  done
-}
-
-if complete; then
-  echo "$bin_dir"
-  exit 0
-fi
-
-mkdir -p "$bin_dir"
-# Serialize concurrent builds (parallel test sessions, several clones).
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$cache_root/.lock-$key"
-  if ! flock -n 9; then
-    log "another build holds $cache_root/.lock-$key; waiting"
-    flock 9
-  fi
-  if complete; then
-    echo "$bin_dir"
-    exit 0
-  fi
-fi
+# shellcheck source=hack/lib/bincache.sh
+source "$here/../lib/bincache.sh"
+bincache_open "$cache_root" "$key" "${binaries[@]}"
 
 command -v go >/dev/null 2>&1 || die "go is not on PATH; Go >= 1.24 is needed to build the control plane"
 
@@ -85,9 +59,7 @@ export CGO_ENABLED=0
 export GOFLAGS=-mod=mod
 export GOWORK=off
 
-rm -f "$stamp"
-tmp_dir=$(mktemp -d "$bin_dir/.tmp.XXXXXX")
-trap 'rm -rf "$tmp_dir"' EXIT
+bincache_tmp
 
 # Binaries are linked into tmp_dir and moved into place only when complete.
 install_bin() { mv -f "$tmp_dir/$1" "$bin_dir/$1"; }
@@ -140,15 +112,6 @@ if [[ ! -x $bin_dir/helm ]]; then
   log "built helm in $((SECONDS - t0))s"
 fi
 
-for b in "${binaries[@]}"; do
-  [[ -x $bin_dir/$b ]] || die "$b missing after build"
-done
-{
-  echo "kube ${KUBE_VERSION}"
-  echo "etcd ${ETCD_VERSION}"
-  echo "helm ${HELM_VERSION}"
-  echo "go $(go env GOVERSION)"
-  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) in $((SECONDS - start_all))s"
-} >"$stamp"
 log "done in $((SECONDS - start_all))s"
-echo "$bin_dir"
+bincache_close "kube ${KUBE_VERSION}" "etcd ${ETCD_VERSION}" "helm ${HELM_VERSION}" \
+  "go $(go env GOVERSION)" "built $(date -u +%Y-%m-%dT%H:%M:%SZ) in $((SECONDS - start_all))s"

@@ -29,38 +29,13 @@ die() { log "error: $*"; exit 1; }
 wrapper_hash=$(cat "$here/promtool/go.mod" "$here/promtool/go.sum" | sha256sum | cut -c1-10)
 key="prometheus-${PROMETHEUS_VERSION}_kube-score-${KUBE_SCORE_VERSION}_$(uname -s)-$(uname -m)_${wrapper_hash}"
 cache_root=${PROMPTCACHE_SCANNERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/promptcache/scanners}
-bin_dir="$cache_root/$key"
-stamp="$bin_dir/.build-complete"
-
-complete() {
-  [[ -f $stamp ]] || return 1
-  local b
-  for b in "${binaries[@]}"; do
-    [[ -x $bin_dir/$b ]] || return 1
-  done
-}
-
-if complete; then
-  echo "$bin_dir"
-  exit 0
-fi
-mkdir -p "$bin_dir"
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$cache_root/.lock-$key"
-  if ! flock -n 9; then
-    log "another build holds $cache_root/.lock-$key; waiting"
-    flock 9
-  fi
-  if complete; then
-    echo "$bin_dir"
-    exit 0
-  fi
-fi
+# shellcheck source=hack/lib/bincache.sh
+source "$here/../lib/bincache.sh"
+bincache_open "$cache_root" "$key" "${binaries[@]}"
 command -v go >/dev/null 2>&1 || die "go is not on PATH; Go >= 1.24 is needed to build promtool and kube-score"
 
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOWORK=off
-tmp_dir=$(mktemp -d "$bin_dir/.tmp.XXXXXX")
-trap 'rm -rf "$tmp_dir"' EXIT
+bincache_tmp
 start_all=$SECONDS
 
 grep -Eq "^require github\.com/prometheus/prometheus ${PROMETHEUS_VERSION}\$" "$here/promtool/go.mod" ||
@@ -91,14 +66,6 @@ build promtool wrapper github.com/prometheus/prometheus/cmd/promtool \
 build kube-score install "github.com/zegl/kube-score/cmd/kube-score@${KUBE_SCORE_VERSION}" \
   "-X main.version=${KUBE_SCORE_VERSION}"
 
-for b in "${binaries[@]}"; do
-  [[ -x $bin_dir/$b ]] || die "$b missing after build"
-done
-{
-  echo "prometheus ${PROMETHEUS_VERSION}"
-  echo "kube-score ${KUBE_SCORE_VERSION}"
-  echo "go $(go env GOVERSION)"
-  echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) in $((SECONDS - start_all))s"
-} >"$stamp"
 log "done in $((SECONDS - start_all))s"
-echo "$bin_dir"
+bincache_close "prometheus ${PROMETHEUS_VERSION}" "kube-score ${KUBE_SCORE_VERSION}" \
+  "go $(go env GOVERSION)" "built $(date -u +%Y-%m-%dT%H:%M:%SZ) in $((SECONDS - start_all))s"
