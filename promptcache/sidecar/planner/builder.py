@@ -193,7 +193,8 @@ def _learn(
     """
     if any(s.marked for s in sources) or not sp.pieces:
         return sp
-    text = "\n\n".join(p.text for p in sp.pieces)
+    pieces = sp.pieces
+    text = pieces[0].text if len(pieces) == 1 else "\n\n".join(p.text for p in pieces)
     assert env.learn is not None
     newest = newest_user(conversation) if conversation is not None else None
     if conversation is None or newest is None or not pinnable(conversation, newest):

@@ -28,7 +28,7 @@ from promptcache.sidecar.planner.lru import Lru
 from promptcache.sidecar.planner.memo import Memos, dumps, identity
 from promptcache.sidecar.planner.openai import plan_openai
 from promptcache.sidecar.planner.ttl import TTL_SECONDS, ReuseTracker, choose_ttl
-from promptcache.sidecar.planner.turns import conversation_of, newest_user, role_of
+from promptcache.sidecar.planner.turns import conversation_of, role_of
 from promptcache.sidecar.planner.types import (
     Diagnostics,
     MissReason,
@@ -289,17 +289,21 @@ def conversation_turn(body: dict[str, Any]) -> tuple[int | None, int | None]:
     messages, string_input = conversation_of(body)
     if string_input is not None:
         return None, hash(string_input)
-    k = newest_user(messages)
-    if k is None:
+    users = [i for i, m in enumerate(messages) if role_of(m) == "user"]
+    if not users:
         return None, None
-    first = next(i for i, m in enumerate(messages) if role_of(m) == "user")
-    base = _content_hash(messages[first])
-    prev = newest_user(messages, before=k)
-    previous = hash((base, prev, _content_hash(messages[prev]))) if prev is not None else None
-    return previous, hash((base, k, _content_hash(messages[k])))
+    base = _content_hash(messages[users[0]])
+    k = users[-1]
+    current = hash((base, k, _content_hash(messages[k])))
+    if len(users) == 1:
+        return None, current
+    prev = users[-2]
+    return hash((base, prev, _content_hash(messages[prev]))), current
 
 
 def _content_hash(message: Any) -> int:
     content = message.get("content")
+    if type(content) is str:
+        return hash(content)  # str caches its hash: one pass over the text per request
     key = identity(content)
     return hash(key if key is not None else dumps(content))
