@@ -26,8 +26,16 @@ first build, before its fast path, cost ~365 us p50 of CPU per call on the bench
 (`python -m bench.planner_bench --clock cpu`), and a `make bench` run of that build on a
 loaded machine measured the sidecar (no policy) at 751 requests/s against the Python
 upstream, a third of the planner-off sidecar's 2,001. With the fast path the same request
-plans in ~60 us p50 (~47 us with learning off) and the gap between the two sidecar rows
-above is what is left of it. The notes below predate the learner.
+planned in ~69 us p50 (~46 us with learning off); since a template that never changed
+matches by one string comparison and conversation keys hash string contents directly,
+~57 us (interleaved CPU-clock runs of one process, 2026-12-04 21:20 UTC). The gap
+between the two sidecar rows above is the whole planner's; the learner's share of it is
+the gap between the "no policy" rows of the planner table. Two quiet-machine runs of
+`make bench` on 2026-12-04 (21:10 and 21:24 UTC) measured the sidecar at +0.54 and +0.58
+ms added p50 (target 0.5) and +1.45 ms p99 both times (target 1.5), the planner-off
+sidecar at +0.38 and +0.48 ms, the aiohttp floor at +0.30 and +0.31 ms: the spread
+between runs of one build is about as large as what is left to the target. The notes
+below predate the learner.
 
 ## What the hot path does, and what was tried
 

@@ -61,7 +61,7 @@ class Gap:
     chars: int = 0
     """Length of its content in the last request, characters."""
     kept_chars: int = 0
-    """Of which kept in place (per conversation) in the last request."""
+    """Of which per conversation (kept in place or pinned) in the last request."""
     stays: int = 0
     """Later turns of a conversation whose content here was the same as on its turn before."""
     moves: int = 0
@@ -454,6 +454,7 @@ class Template:
                 _extend(conv, a, b)
             elif want and h == want[0]:
                 want.pop(0)
+                item.gap.kept_chars += b - a  # per conversation too, only placed elsewhere
                 _extend(pinned, a, b)
             else:
                 _extend(req, a, b)
