@@ -454,7 +454,8 @@ class Template:
                 _extend(conv, a, b)
             elif want and h == want[0]:
                 want.pop(0)
-                item.gap.kept_chars += b - a  # per conversation too, only placed elsewhere
+                if final:  # came back unchanged: per conversation, only placed elsewhere
+                    item.gap.kept_chars += b - a
                 _extend(pinned, a, b)
             else:
                 _extend(req, a, b)
