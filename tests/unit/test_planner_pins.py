@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from promptcache.sidecar.planner import Planner, PlanRequest
+from promptcache.sidecar.planner.engine import conversation_turn
 
 STATIC = "\n".join(f"Rule {i}: answer politely and cite policy {i}." for i in range(120))
 
@@ -77,3 +78,23 @@ def test_the_pinned_block_rides_in_the_same_message_on_every_later_turn(route: s
 
 def sent_system(plan: Any) -> Any:
     return plan.body["messages"][0]
+
+
+def test_turn_keys_chain_a_conversation_and_tell_apart_ones_that_open_alike() -> None:
+    def body(*texts: str) -> dict[str, Any]:
+        roles = ["user", "assistant"] * len(texts)
+        return {"messages": [{"role": r, "content": t} for r, t in zip(roles, texts, strict=False)]}
+
+    first = conversation_turn(body("Hi"))
+    second = conversation_turn(body("Hi", "Hello, how can I help?", "Where is my parcel?"))
+    other = conversation_turn(body("Hi", "Hello, how can I help?", "Can I return shoes?"))
+    assert first[0] is None  # a first turn has no previous one
+    assert second[0] == first[1]  # the next turn finds this one by its previous message
+    assert other[0] == first[1]
+    # Two conversations that open with the same "Hi" are apart from their second turn on.
+    assert second[1] != other[1]
+    third = conversation_turn(
+        body("Hi", "Hello, how can I help?", "Where is my parcel?", "On its way.", "Thanks")
+    )
+    assert third[0] == second[1]
+    assert third[0] != other[1]
