@@ -38,6 +38,10 @@ LABELS_PER_TURN = 32
 """Labels remembered per conversation turn."""
 MAX_LABELS = 256
 """Labels a gap remembers (kept or changed) before it forgets them all."""
+LABEL_CACHE = 8192
+"""Units whose label a template remembers (cleared past this: 8192 small entries)."""
+_UNSEEN = -1
+"""``unit_labels`` miss marker (a label is a ``hash``, which is never -1 in CPython)."""
 LABEL_MAX = 40
 """Longest label (text before ``": "`` at the start of a unit), characters."""
 STRETCH_CHARS = 256 * 1024
@@ -206,6 +210,9 @@ class Template:
     of a conversation: such a unit stays in place from a new conversation's first turn."""
     labels_changed: set[int] = field(default_factory=set)
     """Labels seen changing within a conversation, or twice in one request: never kept."""
+    unit_labels: dict[int, int | None] = field(default_factory=dict)
+    """Unit hash -> its label's hash (``label_of``): units recur from request to request,
+    so each one's label is found once (bounded by ``LABEL_CACHE``)."""
     stretches: list[str] | None = None
     """Text of the stable stretches the last request held (for ``fit``; bounded by
     ``STRETCH_CHARS``). Kept in memory only, never shown."""
@@ -379,11 +386,21 @@ class Template:
         state = self.conversations.get(turn.previous) if turn.previous is not None else None
         need_labels = bool(self.labels_kept or self.labels_changed) or state is not None
         units: list[tuple[_Pending, int, int, int, int | None]] = []
+        labels_of = self.unit_labels
+        if len(labels_of) > LABEL_CACHE:
+            labels_of.clear()
         for item in pending:
             start = 0
+            base = item.base
             for h, end in zip(item.hashes, item.ends, strict=True):
-                a, b = item.base + start, item.base + end
-                units.append((item, h, a, b, label_of(text, a, b) if need_labels else None))
+                a, b = base + start, base + end
+                lab: int | None = None
+                if need_labels:
+                    # A unit's label depends on its text alone: look it up by its hash.
+                    lab = labels_of.get(h, _UNSEEN)
+                    if lab == _UNSEEN:
+                        lab = labels_of[h] = label_of(text, a, b)
+                units.append((item, h, a, b, lab))
                 start = end
         by_label: dict[int, int] = {}
         for _, h, _, _, lab in units:
@@ -445,20 +462,30 @@ class Template:
                 _Seen(state.kept, by_label, self.version, contents, pin_at, pin, final),
             )
         for item in pending:
-            item.gap.chars = item.gap.kept_chars = 0
-        want = list(pin)
+            item.gap.chars = item.ends[-1] if item.ends else 0
+            item.gap.kept_chars = 0
+        want, at = pin, 0
+        run: list[tuple[int, int]] | None = None
+        run_start = run_end = 0
         for item, h, a, b, _ in units:
-            item.gap.chars += b - a
             if h in kept:
                 item.gap.kept_chars += b - a
-                _extend(conv, a, b)
-            elif want and h == want[0]:
-                want.pop(0)
+                spans = conv
+            elif at < len(want) and h == want[at]:
+                at += 1
                 if final:  # came back unchanged: per conversation, only placed elsewhere
                     item.gap.kept_chars += b - a
-                _extend(pinned, a, b)
+                spans = pinned
             else:
-                _extend(req, a, b)
+                spans = req
+            if spans is run and a == run_end:
+                run_end = b
+                continue
+            if run is not None:
+                _extend(run, run_start, run_end)
+            run, run_start, run_end = spans, a, b
+        if run is not None:
+            _extend(run, run_start, run_end)
         return pin_at if pin else None
 
     def _refine(
