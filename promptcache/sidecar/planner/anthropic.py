@@ -14,11 +14,12 @@ Nothing in the input body is mutated: changed containers are copied, one level a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from promptcache.policy.schema import PolicySpec
 from promptcache.sidecar.planner.builder import LEARNED, build_prefix, finish_plan, tools_list
-from promptcache.sidecar.planner.common import LOOKBACK_BLOCKS, Env, PlanError, history_fp
+from promptcache.sidecar.planner.common import LOOKBACK_BLOCKS, Env, PlanError, history_fps
 from promptcache.sidecar.planner.markers import AUTOMATIC_POS, Marker, marker_json, place, ttl_of
 from promptcache.sidecar.planner.system import Piece, Source
 from promptcache.sidecar.planner.ttl import TTL_SECONDS
@@ -454,13 +455,13 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
         default=0,
     )
     expected = static_expected
-    write_fp = read_fp = None
+    write_end = read_end = None
     if k is not None and k >= 1 and any(m.pos[0] >= 2 for m in markers):
-        write_fp = history_fp(static_hash, messages, k - 1, kept=pre.kept)
+        write_end = k - 1
     prev = newest_user(messages, before=k) if k is not None else None
     if prev is not None and _history_read(markers, lay, out_msgs, prev, minimum):
         expected = max(expected, cum_msg[prev])
-        read_fp = history_fp(static_hash, messages, prev - 1, kept=pre.kept)
+        read_end = prev - 1
     static_ttl: Ttl = "1h" if any(m.ttl == "1h" for m in markers if m.pos[0] <= 1) else "5m"
     diag = Diagnostics(
         provider="anthropic",
@@ -469,8 +470,11 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
         static_fp=static_hash,
         static_ttl_seconds=TTL_SECONDS[static_ttl],
         static_expected_tokens=static_expected,
-        history_read_fp=read_fp,
-        history_write_fp=write_fp,
+        history=(
+            partial(history_fps, static_hash, messages, read_end, write_end, pre.kept)
+            if read_end is not None or write_end is not None
+            else None
+        ),
         has_markers=bool(markers),
     )
     return finish_plan(

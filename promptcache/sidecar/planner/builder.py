@@ -17,22 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from promptcache.sidecar.planner.common import Env, PlanError, context_items, render_context
-from promptcache.sidecar.planner.memo import ToolsInfo
+from promptcache.sidecar.planner.memo import ToolsInfo, tool_name
 from promptcache.sidecar.planner.system import Piece, Source, SystemPlan, plan_system
 from promptcache.sidecar.planner.turns import newest_user
 from promptcache.sidecar.planner.types import Breakpoint, Diagnostics, Plan, Relocation
 from promptcache.tokens import estimate_text
-
-
-def tool_name(tool: Any) -> str:
-    """A tool's name (Anthropic and Responses: ``name``; Chat: ``function.name``)."""
-    if not isinstance(tool, dict):
-        return ""
-    name = tool.get("name")
-    if not isinstance(name, str):
-        fn = tool.get("function")
-        name = fn.get("name") if isinstance(fn, dict) else None
-    return name if isinstance(name, str) else ""
 
 
 def tools_list(value: Any) -> list[Any]:
@@ -42,17 +31,19 @@ def tools_list(value: Any) -> list[Any]:
     return value or []
 
 
-def order_tools(env: Env, tools: list[Any], notes: list[str]) -> tuple[list[Any], bool]:
+def order_tools(
+    env: Env, tools: list[Any], names: tuple[str, ...], notes: list[str]
+) -> tuple[list[Any], bool]:
     """The tools in the order to send: by name when the policy asks for a canonical order,
     or (no policy saying otherwise) once the learner saw the app send the same tools in
-    changing order; never when the client marked one (moving it moves its entry)."""
+    changing order; never when the client marked one (moving it moves its entry).
+    ``names``: the tools' names, in the order sent."""
     policy = env.policy
     if len(tools) < 2:
         return tools, False
     if policy is not None and "canonical_tool_order" in policy.model_fields_set:
         wanted, why = policy.canonical_tool_order, "tools sorted by name"
     else:
-        names = tuple(tool_name(t) for t in tools)
         wanted = env.learn_tools is not None and env.learn_tools(names)
         why = "tools sorted by name (learned: the app sends them in changing order)"
     if not wanted:
@@ -130,8 +121,10 @@ def build_prefix(
     """
     notes: list[str] = []
     memo = env.memo
-    tools, tools_changed = order_tools(env, tools_in, notes)
-    tinfo = memo.tools_info(tools)
+    tinfo = memo.tools_info(tools_in)
+    tools, tools_changed = order_tools(env, tools_in, tinfo.names, notes)
+    if tools_changed:
+        tinfo = memo.tools_info(tools)
     sp = plan_system(sources, env.policy, env.detector, memo, label=label, frozen=frozen)
     k = newest_user(conversation)
     if env.learn is not None and not sp.static_names and not frozen:

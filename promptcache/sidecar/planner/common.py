@@ -57,6 +57,7 @@ class Env:
     now: float = 0.0
     observe: bool = False
     """Observe mode: ask the guard without changing its account."""
+    _plan_key: tuple[Split, str] | None = None
 
     @property
     def key(self) -> str:
@@ -65,11 +66,17 @@ class Env:
     @property
     def plan_key(self) -> str:
         """``base_key``, with the learned template's id when one applies."""
-        if self.learned is None:
+        learned = self.learned
+        if learned is None:
             return self.base_key
+        cached = self._plan_key
+        if cached is not None and cached[0] is learned:
+            return cached[1]
         # Per version: a relearned template starts a fresh account with the guard (its old
         # prefix's writes expire unread by TTL; they do not count against the new one).
-        return f"{self.base_key}|learned:{self.learned.template}.{self.learned.version}"
+        key = f"{self.base_key}|learned:{learned.template}.{learned.version}"
+        self._plan_key = (learned, key)
+        return key
 
     @property
     def source(self) -> Source:
@@ -115,6 +122,21 @@ def history_fp(
     tail = (_message_hash(messages[end - 1]) if end > 0 else 0, _message_hash(messages[end]))
     ident = hash((hash(tuple(kept)), _message_hash(messages[0]), *tail))
     return f"{static_hash}:{end}:{ident:x}"
+
+
+def history_fps(
+    static_hash: str | None,
+    messages: Sequence[Any],
+    read_end: int | None,
+    write_end: int | None,
+    kept: Sequence[str],
+) -> tuple[str | None, str | None]:
+    """``history_fp`` through ``messages[read_end]`` and ``messages[write_end]`` (``None``
+    for ``None``): what ``Diagnostics.history`` computes when the outcome is recorded."""
+    return (
+        history_fp(static_hash, messages, read_end, kept=kept) if read_end is not None else None,
+        history_fp(static_hash, messages, write_end, kept=kept) if write_end is not None else None,
+    )
 
 
 def _message_hash(message: Any) -> int:

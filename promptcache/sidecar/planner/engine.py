@@ -11,9 +11,9 @@ Not thread-safe: call it from the event loop, as the proxy does.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from promptcache.models import ModelInfo
@@ -23,13 +23,14 @@ from promptcache.sidecar.learner import Learner, Split
 from promptcache.sidecar.planner.anthropic import plan_messages
 from promptcache.sidecar.planner.common import Env
 from promptcache.sidecar.planner.diagnose import MISS_TOLERANCE, diagnose, remember
-from promptcache.sidecar.planner.guard import Guard, GuardNote
+from promptcache.sidecar.planner.guard import Guard, GuardNote, Source
 from promptcache.sidecar.planner.lru import Lru
 from promptcache.sidecar.planner.memo import Memos, dumps, identity
 from promptcache.sidecar.planner.openai import plan_openai
 from promptcache.sidecar.planner.ttl import TTL_SECONDS, ReuseTracker, choose_ttl
 from promptcache.sidecar.planner.turns import conversation_of, role_of
 from promptcache.sidecar.planner.types import (
+    Breakpoint,
     Diagnostics,
     MissReason,
     Plan,
@@ -159,20 +160,20 @@ class Planner:
         plan.notes.extend(ttl_notes)
         plan.key = env.plan_key
         plan.learned = env.learned
-        if plan.diagnostics is not None:
-            plan.diagnostics = dataclasses.replace(
-                plan.diagnostics,
-                guard=_guard_note(env, plan, info),
-                template=env.learned.template if env.learned is not None else None,
+        d = plan.diagnostics
+        if d is not None:
+            d.guard_note = partial(
+                _guard_note, plan.key, env.policy_name, env.source, plan.breakpoints, info
             )
+            d.template = env.learned.template if env.learned is not None else None
         if observe:
             plan.body = body
             plan.changed = False
             plan.observe_only = True
             return plan
         change = self._compare(plan.key, plan.static_hash, snapshot)
-        if change is not None and plan.diagnostics is not None:
-            plan.diagnostics = dataclasses.replace(plan.diagnostics, prefix_change=change)
+        if change is not None and d is not None:
+            d.prefix_change = change
             plan.notes.append(
                 f"static part differs from the previous request: {change.block} at offset "
                 f"{change.offset}"
@@ -257,19 +258,25 @@ def _observing(policy: PolicySpec | None, sidecar_observe: bool) -> bool:
     return sidecar_observe
 
 
-def _guard_note(env: Env, plan: Plan, info: ModelInfo) -> GuardNote:
+def _guard_note(
+    key: str,
+    policy: str | None,
+    source: Source,
+    breakpoints: list[Breakpoint],
+    info: ModelInfo,
+) -> GuardNote:
     tiers = sorted(
         {
             "history" if b.tier in ("history", "client") else "static"
-            for b in plan.breakpoints
+            for b in breakpoints
             if b.placed_by == "planner"
         }
     )
-    one_hour = any(b.ttl == "1h" for b in plan.breakpoints if b.placed_by == "planner")
+    one_hour = any(b.ttl == "1h" for b in breakpoints if b.placed_by == "planner")
     return GuardNote(
-        key=env.plan_key,
-        policy=env.policy_name,
-        source=env.source,
+        key=key,
+        policy=policy,
+        source=source,
         tiers=tuple(tiers),
         write_multiplier=info.write_1h_multiplier if one_hour else info.write_5m_multiplier,
         read_multiplier=info.read_multiplier,

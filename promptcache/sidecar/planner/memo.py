@@ -72,9 +72,22 @@ class ToolsInfo:
     """The tools as compact JSON ('' when there are none), for prefix-change offsets."""
     tokens: tuple[int, ...]
     """``estimate_json`` of each tool definition."""
+    names: tuple[str, ...] = ()
+    """Each tool's name (``tool_name``), in the order sent."""
 
 
 NO_TOOLS = ToolsInfo("", "", ())
+
+
+def tool_name(tool: Any) -> str:
+    """A tool's name (Anthropic and Responses: ``name``; Chat: ``function.name``)."""
+    if not isinstance(tool, dict):
+        return ""
+    name = tool.get("name")
+    if not isinstance(name, str):
+        fn = tool.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+    return name if isinstance(name, str) else ""
 
 
 class Memos:
@@ -89,7 +102,7 @@ class Memos:
         self._keep: dict[tuple[str, ...], re.Pattern[str] | None] = {}
 
     def tools_info(self, tools: Sequence[Any]) -> ToolsInfo:
-        """Digest, JSON and token counts of the tool definitions, memoised by their bytes.
+        """Digest, JSON, token counts and names of the tool definitions, memoised by their bytes.
 
         An app sends the same tools on every call; serialising them with orjson (~1 us
         for the bench's four tools) identifies them, where the JSON text, its sha256 and
@@ -108,6 +121,7 @@ class Memos:
             hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
             text,
             tuple(estimate_json(t) for t in tools),
+            tuple(tool_name(t) for t in tools),
         )
         if key is not None and len(key) <= TOOLS_MEMO_MAX_BYTES:
             self._tools.put(bytes(memoryview(key)), info)  # orjson's bytes are oversized

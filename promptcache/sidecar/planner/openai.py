@@ -20,10 +20,11 @@ beside it) stays valid. Writes there cost 1.25x, so the never-worse guard decide
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from promptcache.sidecar.planner.builder import build_prefix, finish_plan, tools_list
-from promptcache.sidecar.planner.common import Env, PlanError, floor_tokens, history_fp
+from promptcache.sidecar.planner.common import Env, PlanError, floor_tokens, history_fps
 from promptcache.sidecar.planner.system import Source
 from promptcache.sidecar.planner.turns import newest_user, role_of
 from promptcache.sidecar.planner.types import Breakpoint, Diagnostics, Plan
@@ -270,14 +271,14 @@ def plan_openai(
     static_expected = floor_tokens(pre.static_tokens, minimum, step)
     expected = static_expected
     prev = newest_user(conv, before=k) if k is not None else None
-    read_fp = write_fp = None
+    read_end = write_end = None
     if k is not None and k >= 1:
-        write_fp = history_fp(static_hash, conv, k - 1, kept=pre.kept)
+        write_end = k - 1
     if prev is not None:
         stable = cum[prev] if ctx else cum[prev + 1]
         expected = max(expected, floor_tokens(stable, minimum, step))
         if prev >= 1:
-            read_fp = history_fp(static_hash, conv, prev - 1, kept=pre.kept)
+            read_end = prev - 1
     diag = Diagnostics(
         provider=provider,
         planned_at=now,
@@ -285,8 +286,11 @@ def plan_openai(
         static_fp=static_hash,
         static_ttl_seconds=300.0,
         static_expected_tokens=static_expected,
-        history_read_fp=read_fp,
-        history_write_fp=write_fp,
+        history=(
+            partial(history_fps, static_hash, conv, read_end, write_end, pre.kept)
+            if read_end is not None or write_end is not None
+            else None
+        ),
     )
     return finish_plan(
         body, out, changed, pre, diagnostics=diag, expected=expected, breakpoints=breakpoints

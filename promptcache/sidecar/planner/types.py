@@ -8,7 +8,7 @@ proxy forward the original bytes (fail open).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -83,9 +83,18 @@ class PrefixChange:
     """First differing character offset within that block."""
 
 
-@dataclass(frozen=True, slots=True)
+HistoryFps = Callable[[], tuple[str | None, str | None]]
+"""Computes a plan's (history read, history write) fingerprints when first asked."""
+
+
+@dataclass(slots=True)
 class Diagnostics:
-    """What ``Planner.record_outcome`` needs to explain a miss; internal to the planner."""
+    """What ``Planner.record_outcome`` needs to explain a miss; internal to the planner.
+
+    Filled in on the request path, but what only the outcome needs (the history
+    fingerprints, the guard's note) is computed when first read: the outcome is recorded
+    off the request path, while the upstream works on the next call.
+    """
 
     provider: Provider
     planned_at: float
@@ -96,18 +105,40 @@ class Diagnostics:
     static_ttl_seconds: float = 300.0
     static_expected_tokens: int = 0
     """Part of ``expected_cached_tokens`` served by the static prefix alone."""
-    history_read_fp: str | None = None
-    """Identity of the history prefix this request should read (the previous turn's)."""
-    history_write_fp: str | None = None
-    """Identity of the history prefix this request writes (its own history breakpoint)."""
+    history: HistoryFps | None = None
+    """The history fingerprints, computed when first read (``history_read_fp``)."""
     history_ttl_seconds: float = 300.0
     prefix_change: PrefixChange | None = None
     has_markers: bool = False
     """Anthropic: the sent request carries at least one cache marker."""
-    guard: GuardNote | None = None
-    """What the never-worse guard needs to judge the outcome."""
+    guard_note: Callable[[], GuardNote] | None = None
+    """What the never-worse guard needs to judge the outcome, made when first read."""
     template: str | None = None
     """The learned template the plan applied, if any."""
+    _fps: tuple[str | None, str | None] | None = None
+    _guard: GuardNote | None = None
+
+    def _history_fps(self) -> tuple[str | None, str | None]:
+        if self._fps is None:
+            self._fps = self.history() if self.history is not None else (None, None)
+        return self._fps
+
+    @property
+    def history_read_fp(self) -> str | None:
+        """Identity of the history prefix this request should read (the previous turn's)."""
+        return self._history_fps()[0]
+
+    @property
+    def history_write_fp(self) -> str | None:
+        """Identity of the history prefix this request writes (its own history breakpoint)."""
+        return self._history_fps()[1]
+
+    @property
+    def guard(self) -> GuardNote | None:
+        """What the never-worse guard needs to judge the outcome."""
+        if self._guard is None and self.guard_note is not None:
+            self._guard = self.guard_note()
+        return self._guard
 
 
 @dataclass(slots=True)
