@@ -178,6 +178,7 @@ def _count(
     plan = call.plan
     if plan is None:
         return
+    plan.settle()  # planned with settle=False: what the outcome needs is made now
     for detector, count in plan.volatile_found.items():
         metrics.inc(metrics.volatile_spans, (policy, detector), count)
     if plan.observe_only:

@@ -119,7 +119,8 @@ def prepare(
                     policy=policy.spec if policy else None,
                     context=context,
                     now=now,
-                )
+                ),
+                settle=False,  # the outcome's part waits for the record (accounting)
             )
         except Exception as exc:
             metrics.transform_errors.labels(provider, "plan").inc()

@@ -332,7 +332,7 @@ class SpyPlanner(Planner):
         self.requests: list[PlanRequest] = []
         self.outcomes: list[Usage] = []
 
-    def plan(self, request: PlanRequest) -> Plan:
+    def plan(self, request: PlanRequest, *, settle: bool = True) -> Plan:
         self.requests.append(request)
         return Plan(body=request.body, model=request.body.get("model"))
 

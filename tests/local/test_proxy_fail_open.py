@@ -25,7 +25,7 @@ async def test_planner_failure_forwards_the_original(
     start_sidecar: StartSidecar, fake_upstream: FakeUpstream
 ) -> None:
     class Broken(Planner):
-        def plan(self, request: PlanRequest) -> Plan:
+        def plan(self, request: PlanRequest, *, settle: bool = True) -> Plan:
             raise KeyError("boom")
 
     sc = await start_sidecar(planner=Broken())
@@ -38,7 +38,7 @@ async def test_a_planner_breaking_its_contract_still_fails_open(
     start_sidecar: StartSidecar, fake_upstream: FakeUpstream
 ) -> None:
     class NoBody(Planner):
-        def plan(self, request: PlanRequest) -> Plan:
+        def plan(self, request: PlanRequest, *, settle: bool = True) -> Plan:
             return Plan(body=None, changed=True)  # type: ignore[arg-type]
 
     sc = await start_sidecar(planner=NoBody())

@@ -23,7 +23,7 @@ class Scripted(Planner):
     def __init__(self, *, observe: bool) -> None:
         self.observe = observe
 
-    def plan(self, request: PlanRequest) -> Plan:
+    def plan(self, request: PlanRequest, *, settle: bool = True) -> Plan:
         body: dict[str, Any] = dict(request.body)
         system = body.get("system")
         body["system"] = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]

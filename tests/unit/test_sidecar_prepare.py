@@ -15,7 +15,7 @@ from promptcache.sidecar.prepare import parse_body, prepare, request_model
 
 
 class _Exploding(Planner):
-    def plan(self, request: PlanRequest) -> Plan:
+    def plan(self, request: PlanRequest, *, settle: bool = True) -> Plan:
         raise RuntimeError("bug")
 
 
@@ -23,7 +23,7 @@ class _Rewriting(Planner):
     def __init__(self, *, observe: bool = False) -> None:
         self.observe = observe
 
-    def plan(self, request: PlanRequest) -> Plan:
+    def plan(self, request: PlanRequest, *, settle: bool = True) -> Plan:
         body = {**request.body, "system": [{"type": "text", "text": "static"}]}
         if self.observe:
             return Plan(body=request.body, changed=True, observe_only=True)
@@ -31,7 +31,7 @@ class _Rewriting(Planner):
 
 
 class _PassThrough(Planner):
-    def plan(self, request: PlanRequest) -> Plan:
+    def plan(self, request: PlanRequest, *, settle: bool = True) -> Plan:
         return Plan(body=request.body)
 
 

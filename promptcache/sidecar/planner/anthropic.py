@@ -18,13 +18,19 @@ from functools import partial
 from typing import Any, Literal
 
 from promptcache.policy.schema import PolicySpec
-from promptcache.sidecar.planner.builder import LEARNED, build_prefix, finish_plan, tools_list
+from promptcache.sidecar.planner.builder import (
+    LEARNED,
+    Prefix,
+    build_prefix,
+    finish_plan,
+    tools_list,
+)
 from promptcache.sidecar.planner.common import LOOKBACK_BLOCKS, Env, PlanError, history_fps
 from promptcache.sidecar.planner.markers import AUTOMATIC_POS, Marker, marker_json, place, ttl_of
 from promptcache.sidecar.planner.system import Piece, Source
 from promptcache.sidecar.planner.ttl import TTL_SECONDS
 from promptcache.sidecar.planner.turns import newest_user, role_of
-from promptcache.sidecar.planner.types import Diagnostics, Plan, Ttl
+from promptcache.sidecar.planner.types import Diagnostics, Expectation, Plan, Ttl
 from promptcache.tokens import estimate_json, estimate_text
 
 CACHEABLE = frozenset(
@@ -448,8 +454,27 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
         out["messages"] = out_msgs
         changed = True
 
-    markers = sorted([*existing, *placed], key=lambda m: m.pos)
-    minimum = env.min_tokens
+    plan, snapshot = finish_plan(body, out, changed, pre)
+    plan.pending = partial(
+        _expectation, env.min_tokens, now, [*existing, *placed], lay, messages, out_msgs, k, pre
+    )
+    return plan, snapshot
+
+
+def _expectation(
+    minimum: int,
+    now: float,
+    all_markers: list[Marker],
+    lay: _Layout,
+    messages: list[Any],
+    out_msgs: list[Any],
+    k: int | None,
+    pre: Prefix,
+) -> Expectation:
+    """What the outcome is judged against: the breakpoints sent, the tokens a warm cache
+    serves and the miss diagnosis's fingerprints (``Plan.settle``, off the request path)."""
+    markers = sorted(all_markers, key=lambda m: m.pos)
+    static_hash, cum_msg = pre.static_hash, lay.cum_msg
     static_expected = max(
         (m.prefix_tokens for m in markers if m.pos[0] <= 1 and m.prefix_tokens >= minimum),
         default=0,
@@ -477,12 +502,4 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
         ),
         has_markers=bool(markers),
     )
-    return finish_plan(
-        body,
-        out,
-        changed,
-        pre,
-        diagnostics=diag,
-        expected=expected,
-        breakpoints=[m.breakpoint() for m in markers],
-    )
+    return [m.breakpoint() for m in markers], expected, diag

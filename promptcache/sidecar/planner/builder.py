@@ -287,11 +287,12 @@ def finish_plan(
     changed: bool,
     prefix: Prefix,
     *,
-    diagnostics: Diagnostics,
-    expected: int,
+    diagnostics: Diagnostics | None = None,
+    expected: int = 0,
     breakpoints: list[Breakpoint] | None = None,
 ) -> tuple[Plan, list[tuple[str, str]]]:
-    """The ``Plan`` for a planned body, and the static snapshot for the engine."""
+    """The ``Plan`` for a planned body, and the static snapshot for the engine (the
+    expectation, ``diagnostics`` to ``breakpoints``, may come later: ``Plan.pending``)."""
     model = body.get("model")
     plan = Plan(
         body=out if changed else body,

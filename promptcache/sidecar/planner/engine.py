@@ -12,6 +12,7 @@ Not thread-safe: call it from the event loop, as the proxy does.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -32,6 +33,7 @@ from promptcache.sidecar.planner.turns import conversation_of, role_of
 from promptcache.sidecar.planner.types import (
     Breakpoint,
     Diagnostics,
+    Expectation,
     MissReason,
     Plan,
     PlanRequest,
@@ -95,8 +97,12 @@ class Planner:
         self.guard = Guard(capacity)
         self.observe = observe
 
-    def plan(self, request: PlanRequest) -> Plan:
-        """Plan one request; raises on input it cannot plan (the proxy then forwards it)."""
+    def plan(self, request: PlanRequest, *, settle: bool = True) -> Plan:
+        """Plan one request; raises on input it cannot plan (the proxy then forwards it).
+
+        ``settle=False``: what only the outcome needs (breakpoints, expected tokens,
+        diagnostics) is left to ``Plan.settle``; the proxy settles when it records.
+        """
         policy = request.policy
         body = request.body
         provider = request.provider
@@ -158,27 +164,28 @@ class Planner:
         else:
             plan, snapshot = plan_openai(body, env, request.now, request.route)
         plan.notes.extend(ttl_notes)
-        plan.key = env.plan_key
+        plan.key = key = env.plan_key
         plan.learned = env.learned
-        d = plan.diagnostics
-        if d is not None:
-            d.guard_note = partial(
-                _guard_note, plan.key, env.policy_name, env.source, plan.breakpoints, info
-            )
-            d.template = env.learned.template if env.learned is not None else None
+        change = None
         if observe:
             plan.body = body
             plan.changed = False
             plan.observe_only = True
-            return plan
-        change = self._compare(plan.key, plan.static_hash, snapshot)
-        if change is not None and d is not None:
-            d.prefix_change = change
-            plan.notes.append(
-                f"static part differs from the previous request: {change.block} at offset "
-                f"{change.offset}"
-            )
-        return plan
+        else:
+            change = self._compare(key, plan.static_hash, snapshot)
+            if change is not None:
+                plan.notes.append(
+                    f"static part differs from the previous request: {change.block} at "
+                    f"offset {change.offset}"
+                )
+        template = env.learned.template if env.learned is not None else None
+        made = plan.pending or partial(
+            _as_made, plan.breakpoints, plan.expected_cached_tokens, plan.diagnostics
+        )
+        plan.pending = partial(
+            _expectation, made, key, env.policy_name, env.source, info, template, change
+        )
+        return plan.settle() if settle else plan
 
     def _compare(
         self, key: str, static_hash: str | None, snapshot: list[tuple[str, str]]
@@ -198,7 +205,7 @@ class Planner:
         Observe-mode plans return ``None``: their expectation describes a request that
         was not sent.
         """
-        d = plan.diagnostics
+        d = plan.settle().diagnostics
         if d is None or plan.observe_only:
             return None
         if d.guard is not None:
@@ -256,6 +263,30 @@ def _observing(policy: PolicySpec | None, sidecar_observe: bool) -> bool:
     if policy is not None and ("mode" in policy.model_fields_set or not sidecar_observe):
         return policy.mode == "observe"
     return sidecar_observe
+
+
+def _as_made(
+    breakpoints: list[Breakpoint], expected: int, diagnostics: Diagnostics | None
+) -> Expectation:
+    return breakpoints, expected, diagnostics
+
+
+def _expectation(
+    made: Callable[[], Expectation],
+    key: str,
+    policy: str | None,
+    source: Source,
+    info: ModelInfo,
+    template: str | None,
+    change: PrefixChange | None,
+) -> Expectation:
+    """The dialect's expectation, with what the engine knows added to its diagnostics."""
+    breakpoints, expected, d = made()
+    if d is not None:
+        d.guard_note = partial(_guard_note, key, policy, source, breakpoints, info)
+        d.template = template
+        d.prefix_change = change
+    return breakpoints, expected, d
 
 
 def _guard_note(

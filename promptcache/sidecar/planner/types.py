@@ -83,6 +83,9 @@ class PrefixChange:
     """First differing character offset within that block."""
 
 
+Expectation = tuple[list["Breakpoint"], int, "Diagnostics | None"]
+"""A plan's breakpoints, expected cached tokens and diagnostics (``Plan.settle``)."""
+
 HistoryFps = Callable[[], tuple[str | None, str | None]]
 """Computes a plan's (history read, history write) fingerprints when first asked."""
 
@@ -172,6 +175,21 @@ class Plan:
     learned: Split | None = None
     """The learned template's division of the system text, when one applied (shape only:
     offsets into the system text, no text)."""
+    pending: Callable[[], Expectation] | None = field(default=None, repr=False, compare=False)
+    """Computes ``breakpoints``, ``expected_cached_tokens`` and ``diagnostics`` when the
+    plan was made with ``settle=False``; ``settle`` runs it."""
+
+    def settle(self) -> Plan:
+        """Fill in what the outcome needs, if it was left for later (idempotent).
+
+        ``Planner.plan(settle=False)`` leaves it: the proxy sends the body first and
+        settles the plan when it records the outcome, off the request path.
+        """
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            self.breakpoints, self.expected_cached_tokens, self.diagnostics = pending()
+        return self
 
 
 def describe_breakpoints(breakpoints: Sequence[Breakpoint]) -> str:
