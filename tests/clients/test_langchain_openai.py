@@ -10,17 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
-from langchain_core.tools import tool
+from langchain_core.messages import AIMessage, ToolMessage
 from langchain_openai import ChatOpenAI
 
-from tests.clients.conftest import KEY, OPENAI_MODEL, STATIC_SYSTEM, Stack, dynamic_system
-
-
-@tool
-def order_status(order_id: str) -> str:
-    """The shipping status of an order."""
-    return f"order {order_id} shipped yesterday"
+from tests.clients.conftest import KEY, OPENAI_MODEL, STATIC_SYSTEM, Stack
+from tests.clients.langchain_case import case_study, order_status
 
 
 def model(stack: Stack, *, streaming: bool) -> ChatOpenAI:
@@ -34,14 +28,6 @@ def model(stack: Stack, *, streaming: bool) -> ChatOpenAI:
         stream_usage=True,
         timeout=30,
     )
-
-
-def case_study(minute: int, question: str) -> list[Any]:
-    return [
-        SystemMessage(STATIC_SYSTEM),
-        SystemMessage(dynamic_system(minute)),
-        HumanMessage(question),
-    ]
 
 
 def usage_kinds(message: AIMessage) -> dict[str, int]:

@@ -15,6 +15,7 @@ from langchain_openai import ChatOpenAI
 from tests.clients import test_langchain_anthropic as lc_anthropic
 from tests.clients import test_langchain_openai as lc_openai
 from tests.clients.conftest import KEY, STATIC_SYSTEM, Stack
+from tests.clients.langchain_case import case_study
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ async def test_anthropic_learns_the_template(stack: Stack) -> None:
     llm = lc_anthropic.model(stack, streaming=False)
     usages = []
     for minute in range(5):
-        reply = await llm.ainvoke(lc_anthropic.case_study(minute, "Can I return shoes?"))
+        reply = await llm.ainvoke(case_study(minute, "Can I return shoes?"))
         assert isinstance(reply, AIMessage)
         usages.append(lc_anthropic.usage_kinds(reply))
     writes = [u["cache_write"] for u in usages]
@@ -39,7 +40,7 @@ async def test_openai_learns_the_template(stack: Stack) -> None:
     llm = lc_openai.model(stack, streaming=False)
     reads = []
     for minute in range(5):
-        reply = await llm.ainvoke(lc_openai.case_study(minute, "Can I return shoes?"))
+        reply = await llm.ainvoke(case_study(minute, "Can I return shoes?"))
         assert isinstance(reply, AIMessage)
         reads.append(lc_openai.usage_kinds(reply)["cache_read"])
     assert all(r >= len(STATIC_SYSTEM) // 4 * 0.9 for r in reads[2:]), reads
@@ -58,7 +59,7 @@ async def test_gpt_5_6_gets_its_breakpoint_from_the_learned_template(stack: Stac
     )
     reads, writes = [], []
     for minute in range(5):
-        reply = await llm.ainvoke(lc_openai.case_study(minute, f"Can I return item {minute}?"))
+        reply = await llm.ainvoke(case_study(minute, f"Can I return item {minute}?"))
         assert isinstance(reply, AIMessage)
         assert reply.usage_metadata is not None
         details = reply.usage_metadata.get("input_token_details") or {}
