@@ -25,6 +25,7 @@ from promptcache.policy import describe_validation_error
 from promptcache.sidecar.admin import create_admin_app
 from promptcache.sidecar.app import build_state, create_app
 from promptcache.sidecar.config import SidecarSettings, split_host_port
+from promptcache.sidecar.memory import HeapTrimmer
 from promptcache.telemetry import setup_tracing
 
 log = logging.getLogger("promptcache.sidecar")
@@ -138,6 +139,8 @@ async def serve(settings: SidecarSettings, *, ready: asyncio.Event | None = None
     await runner.setup()
     await admin.setup()
     _tune_gc()
+    trimmer = HeapTrimmer(settings.heap_trim_interval)
+    trimmer.start()
     try:
         host, port = split_host_port(settings.listen)
         await web.TCPSite(runner, host, port, backlog=1024).start()
@@ -149,6 +152,7 @@ async def serve(settings: SidecarSettings, *, ready: asyncio.Event | None = None
         await stop.wait()
         log.info("stopping: in-flight calls get %gs", settings.shutdown_grace)
     finally:
+        trimmer.stop()
         await admin.cleanup()
         await runner.cleanup()
         if tracer_provider is not None:

@@ -84,6 +84,9 @@ class SidecarSettings(BaseSettings):
     usage, cost and latency are still measured)."""
     policy_poll_interval: float = Field(default=1.0, gt=0)
     """Seconds between checks of the policy file (also catches ConfigMap symlink swaps)."""
+    heap_trim_interval: float = Field(default=30.0, ge=0)
+    """Seconds between returns of the C heap's free pages to the system (glibc's
+    ``malloc_trim``; see ``sidecar.memory``); 0: never."""
     shutdown_grace: float = Field(default=25.0, ge=0)
     """Seconds in-flight requests may finish after SIGTERM."""
     log_level: str = "INFO"
