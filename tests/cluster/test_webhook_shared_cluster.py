@@ -274,9 +274,16 @@ def test_the_operator_runs_with_exactly_the_charts_cluster_role(setup: Injection
     proc = cp.kubectl("--kubeconfig", kubeconfig, "delete", "configmap", "x", "-n", ns, check=False)
     assert proc.returncode != 0
     assert "Forbidden" in proc.stderr or "forbidden" in proc.stderr
-    # the operator itself logged no authorization failure while doing its work
+    # the operator itself logged no authorization failure while doing its work (a write
+    # into a namespace another test is deleting is refused as "forbidden ... being
+    # terminated": the API server's namespace lifecycle, not RBAC)
     log = setup.operator.log_text()
-    assert "forbidden" not in log.lower(), log[-2000:]
+    refused = [
+        line
+        for line in log.lower().splitlines()
+        if "forbidden" in line and "because it is being terminated" not in line
+    ]
+    assert refused == [], log[-2000:]
 
 
 def test_the_webhook_patch_is_applied_verbatim(setup: InjectionSetup) -> None:
