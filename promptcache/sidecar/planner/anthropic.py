@@ -25,7 +25,7 @@ from promptcache.sidecar.planner.builder import (
     finish_plan,
     tools_list,
 )
-from promptcache.sidecar.planner.common import LOOKBACK_BLOCKS, Env, PlanError, history_fps
+from promptcache.sidecar.planner.common import LOOKBACK_BLOCKS, Env, PlanError, history_fp
 from promptcache.sidecar.planner.markers import AUTOMATIC_POS, Marker, marker_json, place, ttl_of
 from promptcache.sidecar.planner.system import Piece, Source
 from promptcache.sidecar.planner.ttl import TTL_SECONDS
@@ -454,11 +454,15 @@ def plan_messages(body: dict[str, Any], env: Env, now: float) -> tuple[Plan, lis
         out["messages"] = out_msgs
         changed = True
 
-    plan, snapshot = finish_plan(body, out, changed, pre)
-    plan.pending = partial(
-        _expectation, env.min_tokens, now, [*existing, *placed], lay, messages, out_msgs, k, pre
+    return finish_plan(
+        body,
+        out,
+        changed,
+        pre,
+        partial(
+            _expectation, env.min_tokens, now, [*existing, *placed], lay, messages, out_msgs, k, pre
+        ),
     )
-    return plan, snapshot
 
 
 def _expectation(
@@ -480,13 +484,13 @@ def _expectation(
         default=0,
     )
     expected = static_expected
-    write_end = read_end = None
+    write_fp = read_fp = None
     if k is not None and k >= 1 and any(m.pos[0] >= 2 for m in markers):
-        write_end = k - 1
+        write_fp = history_fp(static_hash, messages, k - 1, kept=pre.kept)
     prev = newest_user(messages, before=k) if k is not None else None
     if prev is not None and _history_read(markers, lay, out_msgs, prev, minimum):
         expected = max(expected, cum_msg[prev])
-        read_end = prev - 1
+        read_fp = history_fp(static_hash, messages, prev - 1, kept=pre.kept)
     static_ttl: Ttl = "1h" if any(m.ttl == "1h" for m in markers if m.pos[0] <= 1) else "5m"
     diag = Diagnostics(
         provider="anthropic",
@@ -495,11 +499,8 @@ def _expectation(
         static_fp=static_hash,
         static_ttl_seconds=TTL_SECONDS[static_ttl],
         static_expected_tokens=static_expected,
-        history=(
-            partial(history_fps, static_hash, messages, read_end, write_end, pre.kept)
-            if read_end is not None or write_end is not None
-            else None
-        ),
+        history_read_fp=read_fp,
+        history_write_fp=write_fp,
         has_markers=bool(markers),
     )
     return [m.breakpoint() for m in markers], expected, diag

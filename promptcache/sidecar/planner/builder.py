@@ -12,7 +12,7 @@ provider modules only parse their shape and edit their body.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from promptcache.sidecar.planner.common import Env, PlanError, context_items, re
 from promptcache.sidecar.planner.memo import ToolsInfo, tool_name
 from promptcache.sidecar.planner.system import Piece, Source, SystemPlan, plan_system
 from promptcache.sidecar.planner.turns import newest_user
-from promptcache.sidecar.planner.types import Breakpoint, Diagnostics, Plan, Relocation
+from promptcache.sidecar.planner.types import Expectation, Plan, Relocation
 from promptcache.tokens import estimate_text
 
 
@@ -286,26 +286,21 @@ def finish_plan(
     out: dict[str, Any],
     changed: bool,
     prefix: Prefix,
-    *,
-    diagnostics: Diagnostics | None = None,
-    expected: int = 0,
-    breakpoints: list[Breakpoint] | None = None,
+    pending: Callable[[], Expectation],
 ) -> tuple[Plan, list[tuple[str, str]]]:
-    """The ``Plan`` for a planned body, and the static snapshot for the engine (the
-    expectation, ``diagnostics`` to ``breakpoints``, may come later: ``Plan.pending``)."""
+    """The ``Plan`` for a planned body, and the static snapshot for the engine;
+    ``pending`` makes the plan's expectation when it settles (``Plan.settle``)."""
     model = body.get("model")
     plan = Plan(
         body=out if changed else body,
         changed=changed,
-        breakpoints=breakpoints or [],
         relocations=prefix.system.relocations,
         volatile_found=prefix.system.volatile_found,
         static_hash=prefix.static_hash,
         static_tokens=prefix.static_tokens,
-        expected_cached_tokens=expected,
         model=model if isinstance(model, str) else None,
         notes=[*prefix.system.notes, *prefix.notes],
         context_text=prefix.context or None,
-        diagnostics=diagnostics,
+        pending=pending,
     )
     return plan, prefix.snapshot

@@ -124,21 +124,6 @@ def history_fp(
     return f"{static_hash}:{end}:{ident:x}"
 
 
-def history_fps(
-    static_hash: str | None,
-    messages: Sequence[Any],
-    read_end: int | None,
-    write_end: int | None,
-    kept: Sequence[str],
-) -> tuple[str | None, str | None]:
-    """``history_fp`` through ``messages[read_end]`` and ``messages[write_end]`` (``None``
-    for ``None``): what ``Diagnostics.history`` computes when the outcome is recorded."""
-    return (
-        history_fp(static_hash, messages, read_end, kept=kept) if read_end is not None else None,
-        history_fp(static_hash, messages, write_end, kept=kept) if write_end is not None else None,
-    )
-
-
 def _message_hash(message: Any) -> int:
     if isinstance(message, dict):
         content = message.get("content")

@@ -179,9 +179,8 @@ class Planner:
                     f"offset {change.offset}"
                 )
         template = env.learned.template if env.learned is not None else None
-        made = plan.pending or partial(
-            _as_made, plan.breakpoints, plan.expected_cached_tokens, plan.diagnostics
-        )
+        made = plan.pending
+        assert made is not None  # both dialects leave their expectation to settle
         plan.pending = partial(
             _expectation, made, key, env.policy_name, env.source, info, template, change
         )
@@ -265,12 +264,6 @@ def _observing(policy: PolicySpec | None, sidecar_observe: bool) -> bool:
     return sidecar_observe
 
 
-def _as_made(
-    breakpoints: list[Breakpoint], expected: int, diagnostics: Diagnostics | None
-) -> Expectation:
-    return breakpoints, expected, diagnostics
-
-
 def _expectation(
     made: Callable[[], Expectation],
     key: str,
@@ -283,7 +276,7 @@ def _expectation(
     """The dialect's expectation, with what the engine knows added to its diagnostics."""
     breakpoints, expected, d = made()
     if d is not None:
-        d.guard_note = partial(_guard_note, key, policy, source, breakpoints, info)
+        d.guard = _guard_note(key, policy, source, breakpoints, info)
         d.template = template
         d.prefix_change = change
     return breakpoints, expected, d

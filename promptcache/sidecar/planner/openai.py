@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from promptcache.sidecar.planner.builder import build_prefix, finish_plan, tools_list
-from promptcache.sidecar.planner.common import Env, PlanError, floor_tokens, history_fps
+from promptcache.sidecar.planner.builder import Prefix, build_prefix, finish_plan, tools_list
+from promptcache.sidecar.planner.common import Env, PlanError, floor_tokens, history_fp
 from promptcache.sidecar.planner.system import Source
 from promptcache.sidecar.planner.turns import newest_user, role_of
-from promptcache.sidecar.planner.types import Breakpoint, Diagnostics, Plan
+from promptcache.sidecar.planner.types import Breakpoint, Diagnostics, Expectation, Plan
 from promptcache.tokens import estimate_json
 from promptcache.wire import is_openai_compatible
 
@@ -267,18 +267,43 @@ def plan_openai(
         changed = True
         notes.append("prompt_cache_key set")
 
-    minimum, step = env.min_tokens, GRANULARITY[provider]
+    return finish_plan(
+        body,
+        out,
+        changed,
+        pre,
+        partial(
+            _expectation, provider, env.min_tokens, now, breakpoints, conv, cum, bool(ctx), k, pre
+        ),
+    )
+
+
+def _expectation(
+    provider: Literal["openai", "openai-compatible"],
+    minimum: int,
+    now: float,
+    breakpoints: list[Breakpoint],
+    conv: list[Any],
+    cum: list[int],
+    has_context: bool,
+    k: int | None,
+    pre: Prefix,
+) -> Expectation:
+    """What the outcome is judged against: the breakpoints sent, the tokens a warm cache
+    serves and the miss diagnosis's fingerprints (``Plan.settle``, off the request path)."""
+    step = GRANULARITY[provider]
+    static_hash = pre.static_hash
     static_expected = floor_tokens(pre.static_tokens, minimum, step)
     expected = static_expected
     prev = newest_user(conv, before=k) if k is not None else None
-    read_end = write_end = None
+    read_fp = write_fp = None
     if k is not None and k >= 1:
-        write_end = k - 1
+        write_fp = history_fp(static_hash, conv, k - 1, kept=pre.kept)
     if prev is not None:
-        stable = cum[prev] if ctx else cum[prev + 1]
+        stable = cum[prev] if has_context else cum[prev + 1]
         expected = max(expected, floor_tokens(stable, minimum, step))
         if prev >= 1:
-            read_end = prev - 1
+            read_fp = history_fp(static_hash, conv, prev - 1, kept=pre.kept)
     diag = Diagnostics(
         provider=provider,
         planned_at=now,
@@ -286,12 +311,7 @@ def plan_openai(
         static_fp=static_hash,
         static_ttl_seconds=300.0,
         static_expected_tokens=static_expected,
-        history=(
-            partial(history_fps, static_hash, conv, read_end, write_end, pre.kept)
-            if read_end is not None or write_end is not None
-            else None
-        ),
+        history_read_fp=read_fp,
+        history_write_fp=write_fp,
     )
-    return finish_plan(
-        body, out, changed, pre, diagnostics=diag, expected=expected, breakpoints=breakpoints
-    )
+    return breakpoints, expected, diag

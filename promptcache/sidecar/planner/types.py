@@ -86,18 +86,13 @@ class PrefixChange:
 Expectation = tuple[list["Breakpoint"], int, "Diagnostics | None"]
 """A plan's breakpoints, expected cached tokens and diagnostics (``Plan.settle``)."""
 
-HistoryFps = Callable[[], tuple[str | None, str | None]]
-"""Computes a plan's (history read, history write) fingerprints when first asked."""
-
 
 @dataclass(slots=True)
 class Diagnostics:
     """What ``Planner.record_outcome`` needs to explain a miss; internal to the planner.
 
-    Filled in on the request path, but what only the outcome needs (the history
-    fingerprints, the guard's note) is computed when first read: the outcome is recorded
-    off the request path, while the upstream works on the next call.
-    """
+    Made when the plan settles (``Plan.settle``): for the proxy, when the call is
+    recorded, off the request path."""
 
     provider: Provider
     planned_at: float
@@ -108,40 +103,18 @@ class Diagnostics:
     static_ttl_seconds: float = 300.0
     static_expected_tokens: int = 0
     """Part of ``expected_cached_tokens`` served by the static prefix alone."""
-    history: HistoryFps | None = None
-    """The history fingerprints, computed when first read (``history_read_fp``)."""
+    history_read_fp: str | None = None
+    """Identity of the history prefix this request should read (the previous turn's)."""
+    history_write_fp: str | None = None
+    """Identity of the history prefix this request writes (its own history breakpoint)."""
     history_ttl_seconds: float = 300.0
     prefix_change: PrefixChange | None = None
     has_markers: bool = False
     """Anthropic: the sent request carries at least one cache marker."""
-    guard_note: Callable[[], GuardNote] | None = None
-    """What the never-worse guard needs to judge the outcome, made when first read."""
+    guard: GuardNote | None = None
+    """What the never-worse guard needs to judge the outcome."""
     template: str | None = None
     """The learned template the plan applied, if any."""
-    _fps: tuple[str | None, str | None] | None = None
-    _guard: GuardNote | None = None
-
-    def _history_fps(self) -> tuple[str | None, str | None]:
-        if self._fps is None:
-            self._fps = self.history() if self.history is not None else (None, None)
-        return self._fps
-
-    @property
-    def history_read_fp(self) -> str | None:
-        """Identity of the history prefix this request should read (the previous turn's)."""
-        return self._history_fps()[0]
-
-    @property
-    def history_write_fp(self) -> str | None:
-        """Identity of the history prefix this request writes (its own history breakpoint)."""
-        return self._history_fps()[1]
-
-    @property
-    def guard(self) -> GuardNote | None:
-        """What the never-worse guard needs to judge the outcome."""
-        if self._guard is None and self.guard_note is not None:
-            self._guard = self.guard_note()
-        return self._guard
 
 
 @dataclass(slots=True)
@@ -176,8 +149,8 @@ class Plan:
     """The learned template's division of the system text, when one applied (shape only:
     offsets into the system text, no text)."""
     pending: Callable[[], Expectation] | None = field(default=None, repr=False, compare=False)
-    """Computes ``breakpoints``, ``expected_cached_tokens`` and ``diagnostics`` when the
-    plan was made with ``settle=False``; ``settle`` runs it."""
+    """Computes ``breakpoints``, ``expected_cached_tokens`` and ``diagnostics``; set by
+    the planner, run once by ``settle`` (``None``: settled, or nothing to compute)."""
 
     def settle(self) -> Plan:
         """Fill in what the outcome needs, if it was left for later (idempotent).
