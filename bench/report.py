@@ -20,12 +20,13 @@ SIDECAR = "sidecar"
 
 NOTES = """## The request path after learning (2026-12-05)
 
-Measured in the running sidecar (`perf_counter` around `prepare`, sequential wrk on the
-bench request, p50 of ~17,000 calls): planning took ~109 us there against ~56 us alone
-(`python -m bench.planner_bench`), every stage of it ~1.8x slower in the process than in
-a loop; run six times in a row inside one request it fell 109 -> 96 -> 88 -> 85 -> 83 ->
-83 us. So what counts is the code the request path runs, not only how fast it runs
-alone. Two changes took work off that path:
+Measured by hand in the running sidecar (a temporary `perf_counter` around `prepare`,
+not part of this bench; sequential wrk on the bench request, p50 of ~17,000 calls):
+planning took ~109 us there against ~56 us alone (`python -m bench.planner_bench`),
+every stage of it ~1.8x slower in the process than in a loop; run six times in a row
+inside one request it fell 109 -> 96 -> 88 -> 85 -> 83 -> 83 us. So what counts is the
+code the request path runs, not only how fast it runs alone. Two changes took work off
+that path:
 
 - What only the outcome needs is made when the outcome is recorded: the proxy plans with
   `Planner.plan(settle=False)` and accounting calls `Plan.settle()` in the ledger's
@@ -36,17 +37,18 @@ alone. Two changes took work off that path:
   copied twice with `dataclasses.replace`; tool names are memoised with the tools'
   digest.
 - Result: the bench request planned in ~43 us alone settled at once (the planner table
-  above), ~39 us as the proxy plans it; inside the sidecar ~84 us instead of ~109; the
-  sidecar's own time per call (mean) 126-146 -> ~110 us.
+  above), ~39 us as the proxy plans it; inside the sidecar ~84 us instead of ~109 (by
+  hand, as above); the sidecar's own time per call (mean, the bench's
+  `promptcache_overhead_seconds` line above) 126-146 -> ~110 us.
 
-Added p50 of this build: 0.49, 0.51 and 0.50 ms in three `python -m bench --no-peers
---skip-context --seconds 6` runs on the shared machine (the aiohttp floor 0.31-0.34 ms
-in the same runs), 0.51 and 0.48 ms in two `make bench` runs; the run above is the
-last. Tried and left: uvloop again (0.52 against asyncio's 0.53 ms added p50 on the
-Python upstream, 0.59 against 0.47 on the fast one), and compiling the planner and the
-learner with mypyc: ~30% less per call alone (56 -> 39 us), ~10-15% less of the
-sidecar's own time in the process, not worth a C build in the edit-test loop and the
-image.
+Added p50 of the build measured above (bc799dc): 0.49, 0.51 and 0.50 ms in three `python
+-m bench --no-peers --skip-context --seconds 6` runs on the shared machine (the aiohttp
+floor 0.31-0.34 ms in the same runs), 0.51 and 0.48 ms in two `make bench` runs; the run
+above is the last. Tried and left: uvloop again (0.52 against asyncio's 0.53 ms added
+p50 on the Python upstream, 0.59 against 0.47 on the fast one), and compiling the
+planner and the learner with mypyc (by hand, a throwaway `mypycify` build of a copy of
+the tree): ~30% less per call alone (56 -> 39 us), ~10-15% less of the sidecar's own
+time in the process, not worth a C build in the edit-test loop and the image.
 
 ## The learner's cost (2026-12-04)
 

@@ -24,7 +24,8 @@ NOTES = """## Notes
   Python's objects, most likely the C allocator's heap (28 KB bodies and orjson's
   working buffers across glibc's arenas). `MALLOC_ARENA_MAX=2` (2026-12-04, two 6-minute
   runs A/B) made no difference: +9.1 MB of growth in both.
-- 2026-12-05, where it grows: `sys._debugmallocstats()` in the sidecar during a
+- 2026-12-05, where it grows (by hand: a temporary hook calling
+  `sys._debugmallocstats()` in the sidecar at 45, 100, 160 and 215 s) during a
   4-minute soak put Python's small-object arenas at 28.3 MB (27 arenas) at 45 s and
   30.4 MB (29) from 100 s on, flat to the end, while the process's anonymous memory
   rose 55.8 -> 57.4 MB from 100 s to 215 s: the rest of the climb is in the C heap,
@@ -33,7 +34,10 @@ NOTES = """## Notes
   fragmentation holds it.
 - 2026-12-05, giving free pages back: the sidecar calls glibc's `malloc_trim(0)` every
   30 s (`promptcache/sidecar/memory.py`; `PROMPTCACHE_HEAP_TRIM_INTERVAL`, 0: never;
-  well under 1 ms a call). Three 5-minute soaks of one build: without it +6.7 MB of
+  well under 1 ms a call). Three 5-minute soaks of one build
+  (`PROMPTCACHE_HEAP_TRIM_INTERVAL=0|20|30 .venv/bin/python -m promptcache.demo.soak
+  --minutes 5 --report /tmp/soak.md`; the first run, before the setting existed, did
+  not trim, as 0 does): without it +6.7 MB of
   growth after warm-up (peak 79.4 MB), trimming every 20 s +3.1 MB (77.7), every 30 s
   +5.2 MB (78.4); each trim gives back 2-7 MB. It lowers the level and gives a burst's
   memory back (a heap left with 40 MB of freed blocks drops from ~60 to ~23 MB,

@@ -6,7 +6,8 @@ keeps the pages they freed, so the sidecar's RSS creeps up though nothing is ret
 5-minute soak (75 streaming users) measured +6.7 MB of growth after warm-up, with
 ``tracemalloc`` showing no growth of Python's own allocations. glibc's ``malloc_trim(0)``
 gives every wholly free page back (``madvise``, also in the middle of the heap); called
-every 20 s in the same soak, the growth was +3.1 MB. One call takes well under a
+every 30 s (the default) in the same soak the growth was +5.2 MB, every 20 s +3.1 MB
+(``docs/soak.md`` has the runs and the command). One call takes well under a
 millisecond here, on the event loop, between requests.
 
 glibc only: where the C library has no ``malloc_trim`` (musl, macOS) nothing runs.
